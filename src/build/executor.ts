@@ -1,0 +1,192 @@
+// The executor: Dockerfile → stages → the target stage's image, then every requested output.
+// Stages run in order up to the target (kaniko's default) or only those the target needs
+// (--skip-unused-stages).
+import { readFile } from 'node:fs/promises';
+import { BuildContext } from '../context/build-context.js';
+import { parseDockerfile } from '../dockerfile/parser.js';
+import { ShellLex } from '../dockerfile/shell-lex.js';
+import { targetStageIndex, toStages, type DockerfileModel, type Stage } from '../dockerfile/stages.js';
+import { toInstruction } from '../dockerfile/instructions.js';
+import { BlobStore } from '../image/blob-store.js';
+import { assembleImage, type BuiltImage } from '../image/image.js';
+import type { ImageConfig, Platform } from '../image/types.js';
+import { log } from '../log/logger.js';
+import { BuildError } from './errors.js';
+import { FsView } from './fs-view.js';
+import type { BuildOptions } from './options.js';
+import { StageBuilder, type StageEnvironment, type StageImage } from './stage-builder.js';
+
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export interface BuildResult {
+  image: BuiltImage;
+  /** Removes the temporary blob store. */
+  dispose(): Promise<void>;
+}
+
+export async function buildImage(options: BuildOptions): Promise<BuildResult> {
+  const text = await readFile(options.dockerfilePath, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    throw new BuildError(`cannot read Dockerfile ${options.dockerfilePath}: ${e.code ?? e.message}`, 0);
+  });
+  const parsed = parseDockerfile(text);
+  for (const w of parsed.warnings) log.warn(`${options.dockerfilePath}:${w.line}: ${w.message}`);
+  const model = toStages(parsed);
+  const target = targetStageIndex(model, options.target);
+  const context = await BuildContext.open(options.contextDir, options.dockerfilePath);
+  const store = await BlobStore.createTemp('kiln-build-');
+  try {
+    const env: StageEnvironment = {
+      context, store,
+      escapeToken: parsed.directives.escape,
+      globalArgs: globalArgValues(model, options, parsed.directives.escape),
+      buildArgs: options.buildArgs,
+      consumedBuildArgs: new Set(),
+      reproducible: options.reproducible,
+      compressionLevel: options.compressionLevel,
+      now: new Date(),
+    };
+    const built = new Map<number, StageImage>();
+    const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
+    for (const stage of model.stages.slice(0, target + 1)) {
+      if (wanted && !wanted.has(stage.index)) {
+        log.info(`Skipping unused stage ${stage.name ?? stage.index}`);
+        continue;
+      }
+      built.set(stage.index, await buildStage(stage, model, built, env, options.platform));
+    }
+    const unused = [...options.buildArgs.keys()].filter((k) => !env.consumedBuildArgs.has(k) && !env.globalArgs.has(k) && !PREDEFINED_ARGS.has(k));
+    if (unused.length) log.warn(`One or more build-args [${unused.join(' ')}] were not consumed`);
+
+    const final = built.get(target)!;
+    const config = final.config;
+    if (options.labels.size) {
+      config.config.Labels = { ...(config.config.Labels ?? {}), ...Object.fromEntries(options.labels) };
+    }
+    config.created = options.reproducible ? '1970-01-01T00:00:00Z' : isoSeconds(env.now);
+    const image = await assembleImage(config, final.layers, store, 'oci');
+    return { image, dispose: () => store.dispose() };
+  } catch (e) {
+    await store.dispose();
+    throw e;
+  }
+}
+
+async function buildStage(
+  stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, platform: Platform,
+): Promise<StageImage> {
+  const baseName = expandFrom(stage, env);
+  log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
+  const base = startingImage(baseName, stage, model, built, platform);
+  const builder = new StageBuilder(base, env);
+  const triggers = base.config.config.OnBuild ?? [];
+  log.info(`Executing ${triggers.length} build triggers`);
+  base.config.config.OnBuild = null;
+  for (const trigger of triggers) {
+    const parsed = parseDockerfile(trigger);
+    for (const node of parsed.instructions) {
+      log.info(`${node.original} (ONBUILD trigger)`);
+      await builder.dispatch(toInstruction({ ...node, startLine: stage.from.node.startLine, endLine: stage.from.node.startLine }));
+    }
+  }
+  for (const instruction of stage.instructions) {
+    log.info(instruction.node.original.trim());
+    await builder.dispatch(instruction);
+  }
+  return builder.result;
+}
+
+/** The stage's base: scratch, or a copy of an earlier stage's image. */
+function startingImage(baseName: string, stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, platform: Platform): StageImage {
+  const line = stage.from.node.startLine;
+  if (stage.from.platform !== undefined) {
+    throw new BuildError('FROM --platform is not supported yet (issue #5)', line);
+  }
+  const index = baseIndex(model, stage, baseName);
+  if (index >= 0) {
+    const earlier = built.get(index);
+    if (!earlier) throw new BuildError(`stage ${baseName} was skipped but stage ${stage.index} needs it`, line);
+    return { config: structuredClone(earlier.config), layers: [...earlier.layers], files: earlier.files.clone() };
+  }
+  if (baseName.toLowerCase() === 'scratch') {
+    log.info('No base image, nothing to extract');
+    return { config: emptyConfig(platform), layers: [], files: new FsView() };
+  }
+  throw new BuildError(
+    `FROM ${baseName}: pulling base images from a registry is not supported yet (issue #3); this version builds FROM scratch and FROM earlier stages`,
+    line,
+  );
+}
+
+/** Index of the earlier stage a FROM names, or -1. */
+function baseIndex(model: DockerfileModel, stage: Stage, baseName: string): number {
+  const lower = baseName.toLowerCase();
+  const earlier = model.stages.slice(0, stage.index).find((s) => s.name === lower);
+  return earlier ? earlier.index : -1;
+}
+
+function emptyConfig(platform: Platform): ImageConfig {
+  return {
+    architecture: platform.architecture,
+    os: platform.os,
+    ...(platform.variant ? { variant: platform.variant } : {}),
+    config: { Env: [`PATH=${DEFAULT_PATH}`] },
+    rootfs: { type: 'layers', diff_ids: [] },
+    history: [],
+  };
+}
+
+function expandFrom(stage: Stage, env: StageEnvironment): string {
+  const lex = new ShellLex(env.escapeToken);
+  const name = lex.processWord(stage.from.image, (k) => env.globalArgs.get(k));
+  if (name === '') throw new BuildError(`FROM ${stage.from.image}: the base image name is empty after expanding build args`, stage.from.node.startLine);
+  return name;
+}
+
+/** ARGs that BuildKit defines without an ARG instruction. */
+const PREDEFINED_ARGS = new Set([
+  'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
+]);
+
+/** Global-scope ARG values: BuildKit's automatic platform args, then each meta ARG (a --build-arg wins). */
+function globalArgValues(model: DockerfileModel, options: BuildOptions, escapeToken: '\\' | '`'): Map<string, string | undefined> {
+  const values = new Map<string, string | undefined>();
+  const p = options.platform;
+  const platform = [p.os, p.architecture, p.variant].filter(Boolean).join('/');
+  for (const prefix of ['TARGET', 'BUILD']) {
+    values.set(`${prefix}PLATFORM`, platform);
+    values.set(`${prefix}OS`, p.os);
+    values.set(`${prefix}ARCH`, p.architecture);
+    values.set(`${prefix}VARIANT`, p.variant ?? '');
+  }
+  const lex = new ShellLex(escapeToken);
+  for (const ins of model.metaArgs) {
+    for (const arg of ins.args) {
+      if (options.buildArgs.has(arg.key)) values.set(arg.key, options.buildArgs.get(arg.key));
+      else if (arg.value !== undefined) {
+        try {
+          values.set(arg.key, lex.processWord(arg.value, (k) => values.get(k)));
+        } catch (e) {
+          throw new BuildError((e as Error).message, ins.node.startLine);
+        }
+      } else values.set(arg.key, undefined);
+    }
+  }
+  return values;
+}
+
+/** The target and every stage it starts FROM, transitively. */
+function stagesNeededBy(model: DockerfileModel, target: number, env: StageEnvironment): Set<number> {
+  const needed = new Set<number>();
+  let current: number = target;
+  while (current >= 0 && !needed.has(current)) {
+    needed.add(current);
+    const stage = model.stages[current]!;
+    current = baseIndex(model, stage, expandFrom(stage, env));
+  }
+  return needed;
+}
+
+function isoSeconds(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+

@@ -1,0 +1,63 @@
+// What the image being built holds, path by path, as far as this build wrote it. Builds without a
+// root filesystem (FROM scratch, no RUN) use it to answer "is the destination a directory?", "which
+// parents are missing?" and "what does /etc/passwd say?" without unpacking anything.
+import { readFile } from 'node:fs/promises';
+import { posix } from 'node:path';
+import type { LayerEntry } from '../layer/layer-writer.js';
+
+export class FsView {
+  private readonly entries = new Map<string, LayerEntry>();
+
+  clone(): FsView {
+    const copy = new FsView();
+    for (const [k, v] of this.entries) copy.entries.set(k, v);
+    return copy;
+  }
+
+  /** Records a layer's entries (later layers override earlier ones, as when layers are stacked). */
+  apply(layer: readonly LayerEntry[]): void {
+    for (const e of layer) {
+      if (e.type !== 'dir') {
+        // A non-directory replaces whatever tree was at that path.
+        const prefix = e.path + '/';
+        for (const key of [...this.entries.keys()]) if (key.startsWith(prefix)) this.entries.delete(key);
+      }
+      this.entries.set(e.path, e);
+    }
+  }
+
+  get(path: string): LayerEntry | undefined {
+    return this.entries.get(relative(path));
+  }
+
+  isDirectory(path: string): boolean {
+    const rel = relative(path);
+    return rel === '' || this.resolve(rel)?.type === 'dir';
+  }
+
+  /** Follows symlinks (inside the image) to the entry a path finally names. */
+  resolve(path: string): LayerEntry | undefined {
+    let rel = relative(path);
+    for (let hops = 0; hops < 40; hops++) {
+      const e = this.entries.get(rel);
+      if (e?.type !== 'symlink' || e.linkname === undefined) return e;
+      const target = e.linkname.startsWith('/') ? e.linkname : posix.join(posix.dirname('/' + rel), e.linkname);
+      rel = relative(target);
+    }
+    return undefined;
+  }
+
+  /** The text of a regular file this build put in the image (e.g. /etc/passwd), undefined if absent. */
+  async readText(path: string): Promise<string | undefined> {
+    const e = this.resolve(path);
+    if (e?.type !== 'file') return undefined;
+    if (e.content) return e.content.toString('utf8');
+    if (e.source) return readFile(e.source, 'utf8');
+    return undefined;
+  }
+}
+
+/** "/a/b/" → "a/b"; "/" → "". */
+export function relative(path: string): string {
+  return posix.normalize('/' + path).replace(/^\/+/, '').replace(/\/+$/, '');
+}

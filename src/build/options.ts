@@ -1,0 +1,27 @@
+// Everything a build needs, validated once by the CLI (kaniko's flags mapped to kiln's terms).
+import type { Platform } from '../image/types.js';
+
+export interface BuildOptions {
+  /** Absolute path of the build context directory. */
+  contextDir: string;
+  /** Absolute path of the Dockerfile. */
+  dockerfilePath: string;
+  /** Image references to name (and later push) the result as; may be empty with --no-push. */
+  destinations: string[];
+  noPush: boolean;
+  tarPath?: string;
+  ociLayoutPath?: string;
+  digestFile?: string;
+  imageNameWithDigestFile?: string;
+  imageNameTagWithDigestFile?: string;
+  /** --build-arg values, in the order given (a bare KEY already resolved from the environment). */
+  buildArgs: Map<string, string>;
+  /** --label values, applied to the final image. */
+  labels: Map<string, string>;
+  target?: string;
+  skipUnusedStages: boolean;
+  reproducible: boolean;
+  platform: Platform;
+  /** zlib level for layer compression (kaniko's -1 means the library default). */
+  compressionLevel: number;
+}

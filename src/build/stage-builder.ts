@@ -1,0 +1,315 @@
+// Builds one stage: dispatches each instruction onto the stage's image state (config, layers,
+// history, file view), expanding words with the environment as it stood before the instruction.
+import { posix } from 'node:path';
+import type { BuildContext } from '../context/build-context.js';
+import type { Instruction, CopyInstruction } from '../dockerfile/instructions.js';
+import { ShellLex, ShellExpansionError, type EnvLookup } from '../dockerfile/shell-lex.js';
+import type { BlobStore } from '../image/blob-store.js';
+import type { Descriptor, HealthConfig, ImageConfig } from '../image/types.js';
+import { writeLayer, type LayerEntry } from '../layer/layer-writer.js';
+import { layerMediaType } from '../image/image.js';
+import { log } from '../log/logger.js';
+import { CopyError, parseChmod, planCopy } from './copy.js';
+import { BuildError } from './errors.js';
+import { FsView, relative } from './fs-view.js';
+import { goDuration, goList, goQuotedList } from './go-format.js';
+import { resolveChown, UserLookupError, type Identity } from './users.js';
+import { ContextError } from '../context/build-context.js';
+
+/** The image a stage produces (and a later stage may start FROM). */
+export interface StageImage {
+  config: ImageConfig;
+  layers: Descriptor[];
+  files: FsView;
+}
+
+export interface StageEnvironment {
+  context: BuildContext;
+  store: BlobStore;
+  escapeToken: '\\' | '`';
+  /** Values of ARGs declared before the first FROM, after --build-arg overrides. */
+  globalArgs: Map<string, string | undefined>;
+  buildArgs: Map<string, string>;
+  /** Build args some ARG consumed, for the "not consumed" warning. */
+  consumedBuildArgs: Set<string>;
+  reproducible: boolean;
+  compressionLevel: number;
+  /** Timestamp for history entries. */
+  now: Date;
+}
+
+export class StageBuilder {
+  /** What `$VAR` sees: ENV and ARG values in the order they were set (BuildKit's state env). */
+  private readonly vars = new Map<string, string>();
+  private readonly lex: ShellLex;
+  private cmdSet = false;
+
+  constructor(
+    private readonly image: StageImage,
+    private readonly env: StageEnvironment,
+  ) {
+    this.lex = new ShellLex(env.escapeToken);
+    for (const kv of image.config.config.Env ?? []) {
+      const eq = kv.indexOf('=');
+      if (eq > 0) this.vars.set(kv.slice(0, eq), kv.slice(eq + 1));
+    }
+  }
+
+  get result(): StageImage {
+    return this.image;
+  }
+
+  async dispatch(instruction: Instruction): Promise<void> {
+    try {
+      await this.dispatchUnchecked(instruction);
+    } catch (e) {
+      if (e instanceof ShellExpansionError || e instanceof CopyError || e instanceof UserLookupError || e instanceof ContextError) {
+        throw new BuildError(e.message, instruction.node.startLine);
+      }
+      throw e;
+    }
+  }
+
+  private lookup: EnvLookup = (name) => this.vars.get(name);
+
+  private word(text: string): string {
+    return this.lex.processWord(text, this.lookup);
+  }
+
+  private async dispatchUnchecked(ins: Instruction): Promise<void> {
+    const cfg = this.image.config.config;
+    switch (ins.kind) {
+      case 'from':
+        throw new BuildError('FROM inside a stage', ins.node.startLine);
+      case 'env': {
+        const pairs = ins.pairs.map((p) => ({ key: this.word(p.key), value: this.word(p.value) }));
+        for (const { key, value } of pairs) {
+          this.vars.set(key, value);
+          cfg.Env = setEnv(cfg.Env ?? [], key, value);
+        }
+        return this.history('ENV ' + pairs.map((p) => `${p.key}=${p.value}`).join(' '));
+      }
+      case 'label': {
+        const pairs = ins.pairs.map((p) => ({ key: this.word(p.key), value: this.word(p.value) }));
+        cfg.Labels = { ...(cfg.Labels ?? {}) };
+        for (const { key, value } of pairs) cfg.Labels[key] = value;
+        return this.history('LABEL ' + pairs.map((p) => `${p.key}=${p.value}`).join(' '));
+      }
+      case 'arg': {
+        const shown: string[] = [];
+        for (const arg of ins.args) {
+          let value: string | undefined;
+          if (this.env.buildArgs.has(arg.key)) {
+            value = this.env.buildArgs.get(arg.key);
+            this.env.consumedBuildArgs.add(arg.key);
+          } else if (arg.value !== undefined) value = this.word(arg.value);
+          else if (this.env.globalArgs.has(arg.key)) value = this.env.globalArgs.get(arg.key);
+          if (value !== undefined) this.vars.set(arg.key, value);
+          shown.push(value === undefined ? arg.key : `${arg.key}=${value}`);
+        }
+        return this.history('ARG ' + shown.join(' '));
+      }
+      case 'expose': {
+        const ports: string[] = [];
+        for (const raw of ins.ports) for (const p of this.lex.processWords(raw, this.lookup)) ports.push(...exposedPorts(p, ins.node.startLine));
+        cfg.ExposedPorts = { ...(cfg.ExposedPorts ?? {}) };
+        for (const p of ports) cfg.ExposedPorts[p] = {};
+        return this.history(`EXPOSE ${goList(ports)}`);
+      }
+      case 'volume': {
+        const paths = ins.paths.map((p) => this.word(p));
+        if (paths.some((p) => p === '')) throw new BuildError('VOLUME specified can not be an empty string', ins.node.startLine);
+        cfg.Volumes = { ...(cfg.Volumes ?? {}) };
+        for (const p of paths) cfg.Volumes[p] = {};
+        return this.history(`VOLUME ${goList(paths)}`);
+      }
+      case 'user':
+        cfg.User = this.word(ins.user);
+        return this.history(`USER ${cfg.User}`);
+      case 'workdir':
+        return this.workdir(this.word(ins.path));
+      case 'stopsignal':
+        cfg.StopSignal = checkSignal(this.word(ins.signal), ins.node.startLine);
+        return this.history(`STOPSIGNAL ${cfg.StopSignal}`);
+      case 'maintainer':
+        this.image.config.author = ins.name;
+        return this.history(`MAINTAINER ${ins.name}`);
+      case 'onbuild':
+        cfg.OnBuild = [...(cfg.OnBuild ?? []), ins.expression];
+        return; // BuildKit records no history for ONBUILD
+      case 'shell':
+        cfg.Shell = [...ins.shell];
+        return this.history(`SHELL ${goList(ins.shell)}`);
+      case 'cmd':
+      case 'entrypoint': {
+        const args = ins.prependShell ? [...(cfg.Shell ?? ['/bin/sh', '-c']), ...ins.cmdLine] : [...ins.cmdLine];
+        if (ins.kind === 'cmd') {
+          cfg.Cmd = args;
+          this.cmdSet = true;
+        } else {
+          cfg.Entrypoint = ins.prependShell || args.length > 0 ? args : null;
+          // Docker: an ENTRYPOINT resets the CMD inherited from the base unless this stage set one.
+          if (!this.cmdSet) cfg.Cmd = null;
+        }
+        if (ins.kind === 'cmd') cfg.ArgsEscaped = true; // as BuildKit sets it, for Docker's Windows-era consumers
+        return this.history(`${ins.kind.toUpperCase()} ${goQuotedList(args)}`);
+      }
+      case 'healthcheck': {
+        // Docker's HealthConfig omits zero fields (`omitempty`).
+        const hc: HealthConfig = { Test: ins.test };
+        if (ins.interval) hc.Interval = ins.interval;
+        if (ins.timeout) hc.Timeout = ins.timeout;
+        if (ins.startPeriod) hc.StartPeriod = ins.startPeriod;
+        if (ins.startInterval) hc.StartInterval = ins.startInterval;
+        if (ins.retries) hc.Retries = ins.retries;
+        cfg.Healthcheck = hc;
+        const d = (n: number | undefined): string => goDuration(n ?? 0);
+        return this.history(`HEALTHCHECK {Test:${goList(ins.test)} Interval:${d(hc.Interval)} Timeout:${d(hc.Timeout)} StartPeriod:${d(hc.StartPeriod)} StartInterval:${d(hc.StartInterval)} Retries:${hc.Retries ?? 0}}`);
+      }
+      case 'run':
+        throw new BuildError(
+          'RUN is not supported yet (issue #4: RUN needs a base image root filesystem); this version builds FROM scratch images with COPY/ADD and metadata only',
+          ins.node.startLine,
+        );
+      case 'copy':
+      case 'add':
+        return this.copy(ins);
+    }
+  }
+
+  private async workdir(path: string): Promise<void> {
+    const cfg = this.image.config.config;
+    const wd = posix.normalize(posix.isAbsolute(path) ? path : posix.join(cfg.WorkingDir || '/', path));
+    cfg.WorkingDir = wd.length > 1 ? wd.replace(/\/+$/, '') : wd;
+    if (cfg.WorkingDir === '/' || this.image.files.isDirectory(cfg.WorkingDir)) {
+      return this.history(`WORKDIR ${cfg.WorkingDir}`);
+    }
+    // BuildKit creates a missing WORKDIR (and its parents) owned by the current USER.
+    const owner = await this.identity(cfg.User || '0');
+    const entries: LayerEntry[] = [];
+    const parts = relative(cfg.WorkingDir).split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (this.image.files.isDirectory(dir)) continue;
+      entries.push({ path: dir, type: 'dir', mode: 0o755, uid: owner.uid, gid: owner.gid, mtime: new Date(0) });
+    }
+    await this.addLayer(entries, `WORKDIR ${cfg.WorkingDir}`);
+  }
+
+  private async copy(ins: CopyInstruction): Promise<void> {
+    const name = ins.kind === 'copy' ? 'COPY' : 'ADD';
+    if (ins.from !== undefined) throw new BuildError(`COPY --from is not supported yet (issue #5: multi-stage copies)`, ins.node.startLine);
+    for (const [flag, used] of [['--link', ins.link], ['--parents', ins.parents], ['--exclude', ins.excludes.length > 0], ['--checksum', ins.checksum !== undefined], ['--keep-git-dir', ins.keepGitDir], ['--unpack', ins.unpack !== undefined]] as const) {
+      if (used) throw new BuildError(`${name} ${flag} is not supported yet (issue #5)`, ins.node.startLine);
+    }
+    const chown = ins.chown !== undefined ? this.word(ins.chown) : undefined;
+    const chmod = ins.chmod !== undefined ? this.word(ins.chmod) : undefined;
+    const sources = ins.sources.map((s) => this.word(s));
+    const heredocLex = new ShellLex('\\', { skipProcessQuotes: true });
+    const inline = ins.inlineSources.map((s) => ({ name: s.name, content: s.expand ? heredocLex.processWord(s.content, this.lookup) : s.content }));
+    const rawDest = this.word(ins.dest);
+    const workdir = this.image.config.config.WorkingDir || '/';
+    const dest = posix.isAbsolute(rawDest) ? rawDest : posix.join(workdir, rawDest) + (rawDest.endsWith('/') || rawDest === '.' ? '/' : '');
+    const owner = chown ? await this.identity(chown) : { uid: 0, gid: 0 };
+    const entries = await planCopy(
+      {
+        instruction: name, sources, inline, dest, owner,
+        mode: chmod !== undefined ? parseChmod(chmod) : undefined,
+        fixedMtime: this.env.reproducible ? new Date(0) : undefined,
+      },
+      this.env.context,
+      this.image.files,
+    );
+    let createdBy = name;
+    if (chown) createdBy += ` --chown=${chown}`;
+    if (chmod) createdBy += ` --chmod=${chmod}`;
+    for (const s of sources) createdBy += ' ' + s;
+    for (const s of ins.inlineSources) createdBy += ' <<' + s.name;
+    createdBy += ` ${rawDest} # buildkit`;
+    log.info('Taking snapshot of files...');
+    await this.addLayer(entries, createdBy);
+  }
+
+  private async identity(spec: string): Promise<Identity> {
+    return resolveChown(spec, {
+      passwd: await this.image.files.readText('/etc/passwd'),
+      group: await this.image.files.readText('/etc/group'),
+    });
+  }
+
+  private async addLayer(entries: LayerEntry[], createdBy: string): Promise<void> {
+    const written = await writeLayer(withAncestors(entries, this.image.files), this.env.store, {
+      mediaType: layerMediaType('oci'),
+      compressionLevel: this.env.compressionLevel,
+    });
+    this.image.files.apply(entries);
+    this.image.layers.push(written.descriptor);
+    this.image.config.rootfs.diff_ids.push(written.diffId);
+    this.image.config.history.push({ created: this.created(), created_by: createdBy });
+  }
+
+  private history(createdBy: string): void {
+    this.image.config.history.push({ created: this.created(), created_by: createdBy, empty_layer: true });
+  }
+
+  private created(): string {
+    return (this.env.reproducible ? new Date(0) : this.env.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
+  }
+}
+
+/** EXPOSE port specs ("80", "80/udp", "8000-8002/tcp") as config keys ("80/tcp"). */
+function exposedPorts(spec: string, line: number): string[] {
+  const m = /^(?:(?:\[[^\]]*\]|[^:]*):)?(?:[^:]*:)?(\d+)(?:-(\d+))?(?:\/([A-Za-z]+))?$/.exec(spec);
+  if (!m) throw new BuildError(`invalid port: "${spec}"`, line);
+  const start = Number(m[1]);
+  const end = m[2] !== undefined ? Number(m[2]) : start;
+  const proto = (m[3] ?? 'tcp').toLowerCase();
+  if (!['tcp', 'udp', 'sctp'].includes(proto)) throw new BuildError(`invalid port: "${spec}": invalid proto: ${proto}`, line);
+  if (start > 65535 || end > 65535 || end < start) throw new BuildError(`invalid containerPort: ${m[1]}${m[2] ? '-' + m[2] : ''}`, line);
+  const out: string[] = [];
+  for (let p = start; p <= end; p++) out.push(`${p}/${proto}`);
+  return out;
+}
+
+const signalNames = new Set([
+  'ABRT', 'ALRM', 'BUS', 'CHLD', 'CLD', 'CONT', 'FPE', 'HUP', 'ILL', 'INT', 'IO', 'IOT', 'KILL', 'PIPE', 'POLL', 'PROF', 'PWR',
+  'QUIT', 'SEGV', 'STKFLT', 'STOP', 'SYS', 'TERM', 'TRAP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'USR1', 'USR2', 'VTALRM', 'WINCH', 'XCPU', 'XFSZ',
+]);
+
+/** Docker's signal.ParseSignal: a number, SIGNAME, NAME, or RTMIN+n/RTMAX-n. */
+function checkSignal(signal: string, line: number): string {
+  const name = signal.toUpperCase().replace(/^SIG/, '');
+  const ok = (/^\d+$/.test(signal) && Number(signal) > 0 && Number(signal) <= 64)
+    || signalNames.has(name)
+    || /^RTMIN(\+([1-9]|1[0-5]))?$/.test(name) || /^RTMAX(-([1-9]|1[0-4]))?$/.test(name);
+  if (!ok) throw new BuildError(`invalid signal: ${signal}`, line);
+  return signal;
+}
+
+/**
+ * Adds every existing ancestor directory of the entries, with its current metadata. Runtimes apply a
+ * layer into a directory of its own, creating missing parents as root:root 0755, and that copy would
+ * hide the real owner and mode from lower layers; Docker's and BuildKit's diffs carry the parents too.
+ */
+function withAncestors(entries: LayerEntry[], files: FsView): LayerEntry[] {
+  const present = new Set(entries.map((e) => e.path));
+  const out = [...entries];
+  for (const entry of entries) {
+    const parts = entry.path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      if (present.has(dir)) continue;
+      present.add(dir);
+      const existing = files.get(dir);
+      if (existing?.type === 'dir') out.push(existing);
+    }
+  }
+  return out;
+}
+
+/** Docker's addEnv: a variable already set keeps its place and takes the new value. */
+function setEnv(env: string[], key: string, value: string): string[] {
+  const at = env.findIndex((e) => e.startsWith(key + '='));
+  const entry = `${key}=${value}`;
+  return at < 0 ? [...env, entry] : env.map((e, i) => (i === at ? entry : e));
+}
