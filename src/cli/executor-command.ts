@@ -1,0 +1,167 @@
+// `kiln executor`: kaniko's executor command line turned into BuildOptions, the build, the outputs.
+import { existsSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { buildImage } from '../build/executor.js';
+import type { BuildOptions } from '../build/options.js';
+import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
+import { writeOutputs } from '../output/write-outputs.js';
+import { parseReference } from '../reference/reference.js';
+import { reportFailure, UsageError } from './errors.js';
+import { EXECUTOR_FLAGS, type ExecutorFlag } from './executor-flags.js';
+import { parseFlags, type FlagValue, type ParsedCommandLine } from './flag-parser.js';
+import { hostPlatform, parsePlatform } from './platform.js';
+
+export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  if (argv.includes('-h') || argv.includes('--help')) {
+    process.stdout.write(executorHelp());
+    return 0;
+  }
+  let options: BuildOptions;
+  try {
+    options = toBuildOptions(parseFlags(argv, EXECUTOR_FLAGS, env), env);
+  } catch (e) {
+    return reportFailure(e);
+  }
+  try {
+    const result = await buildImage(options);
+    try {
+      await writeOutputs(result.image, options);
+    } finally {
+      await result.dispose();
+    }
+    log.info('Skipping push to container registry due to --no-push flag');
+    return 0;
+  } catch (e) {
+    return reportFailure(e, options.dockerfilePath);
+  }
+}
+
+export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv): BuildOptions {
+  const { values, given, positional } = parsed;
+  if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}": the executor takes flags only (see kiln executor --help)`);
+  // A deprecated spelling sets the flag it stands for.
+  for (const flag of EXECUTOR_FLAGS) {
+    if (flag.aliasOf && given.has(flag.name)) {
+      log.warn(`Flag --${flag.name} is deprecated. Use: --${flag.aliasOf}`);
+      values.set(flag.aliasOf, values.get(flag.name)!);
+      given.add(flag.aliasOf);
+    }
+  }
+  const str = (name: string): string | undefined => {
+    const v = values.get(name);
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const bool = (name: string): boolean => values.get(name) === true;
+  const list = (name: string): string[] => (values.get(name) as string[] | undefined) ?? [];
+
+  const level = str('verbosity') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`not a valid log level: "${level}"; use one of ${LOG_LEVELS.join(', ')}`);
+  const format = str('log-format') ?? 'color';
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`not a valid log format: "${format}". Please specify one of (text, color, json)`);
+  log.configure({ level: level as LogLevel, format: format as LogFormat, timestamp: bool('log-timestamp') });
+
+  for (const flag of EXECUTOR_FLAGS) {
+    if (flag.notYet && given.has(flag.name) && changesBehaviour(flag, values.get(flag.name)!)) {
+      throw new UsageError(`--${flag.name} is not supported yet (planned in ${flag.notYet}); remove it to build with kiln today`);
+    }
+  }
+
+  const destinations = list('destination');
+  for (const d of destinations) parseReference(d); // reject bad names before building
+  const noPush = bool('no-push');
+  if (!noPush && destinations.length === 0) throw new UsageError('you must provide --destination, or use --no-push');
+  if (!noPush) {
+    throw new UsageError('pushing to a registry is not supported yet (planned in issue #3 (registry client)); use --no-push with --tar-path or --oci-layout-path');
+  }
+  if (destinations.length === 0 && str('image-name-with-digest-file')) throw new UsageError('you must provide --destination if setting --image-name-with-digest-file');
+  if (destinations.length === 0 && str('image-name-tag-with-digest-file')) throw new UsageError('you must provide --destination if setting --image-name-tag-with-digest-file');
+  for (const name of ['digest-file', 'image-name-with-digest-file', 'image-name-tag-with-digest-file']) {
+    if (str(name)?.startsWith('https://')) throw new UsageError(`--${name} with an https:// URL (HTTP PUT) is not supported yet; give a file path`);
+  }
+
+  const compression = str('compression') ?? 'gzip';
+  if (compression === 'zstd') throw new UsageError('--compression=zstd is not supported yet (planned in issue #8); use gzip');
+  if (compression !== 'gzip') throw new UsageError(`invalid --compression "${compression}": use gzip or zstd`);
+  const level9 = values.get('compression-level') as number;
+  if (level9 !== -1 && (level9 < 0 || level9 > 9)) throw new UsageError(`invalid --compression-level ${level9}: use 0-9, or -1 for the default`);
+
+  const contextDir = resolveContext(str('context') ?? '/workspace/');
+  return {
+    contextDir,
+    dockerfilePath: resolveDockerfile(str('dockerfile') ?? 'Dockerfile', contextDir),
+    destinations,
+    noPush,
+    tarPath: absolute(str('tar-path')),
+    ociLayoutPath: absolute(str('oci-layout-path')),
+    digestFile: absolute(str('digest-file')),
+    imageNameWithDigestFile: absolute(str('image-name-with-digest-file')),
+    imageNameTagWithDigestFile: absolute(str('image-name-tag-with-digest-file')),
+    buildArgs: keyValues(list('build-arg'), '--build-arg', env, true),
+    labels: keyValues(list('label'), '--label', env, false),
+    target: str('target'),
+    skipUnusedStages: bool('skip-unused-stages'),
+    reproducible: bool('reproducible'),
+    platform: str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform(),
+    // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.
+    compressionLevel: level9 === -1 ? 1 : level9,
+  };
+}
+
+function changesBehaviour(flag: ExecutorFlag, value: FlagValue): boolean {
+  if (Array.isArray(value)) return value.length > 0;
+  if (flag.kind === 'duration') return value !== flag.default && value !== '336h' && value !== '2w';
+  return value !== (flag.default ?? '');
+}
+
+function absolute(path: string | undefined): string | undefined {
+  return path === undefined ? undefined : resolve(path);
+}
+
+function resolveContext(context: string): string {
+  let dir = context;
+  if (dir.startsWith('dir://')) dir = dir.slice('dir://'.length);
+  else if (dir.includes('://')) {
+    throw new UsageError(`context "${context}" is not supported yet (tar://, git:// and remote contexts are planned in issue #5); give a directory`);
+  }
+  const abs = resolve(dir);
+  if (!existsSync(abs)) throw new UsageError(`build context ${abs} does not exist; pass an existing directory with --context`);
+  return abs;
+}
+
+/** kaniko's order: the path as given (relative to the working directory), then relative to the context. */
+function resolveDockerfile(dockerfile: string, contextDir: string): string {
+  if (/^https?:\/\//.test(dockerfile)) throw new UsageError('a Dockerfile URL is not supported yet (planned in issue #5); give a path');
+  if (existsSync(dockerfile)) return resolve(dockerfile);
+  const inContext = isAbsolute(dockerfile) ? dockerfile : join(contextDir, dockerfile);
+  if (existsSync(inContext)) return inContext;
+  throw new UsageError(`Dockerfile ${dockerfile} not found (looked in ${process.cwd()} and in the context ${contextDir}); please provide a valid path to a Dockerfile within the build context with --dockerfile`);
+}
+
+/** KEY=VALUE pairs; for build args a bare KEY takes the environment's value (empty when unset), as kaniko does. */
+function keyValues(items: string[], flag: string, env: NodeJS.ProcessEnv, bareFromEnv: boolean): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    if (eq === 0) throw new UsageError(`invalid ${flag} "${item}": the key is empty`);
+    if (eq < 0) {
+      if (!bareFromEnv) throw new UsageError(`invalid ${flag} "${item}": use KEY=VALUE`);
+      out.set(item, env[item] ?? '');
+    } else out.set(item.slice(0, eq), item.slice(eq + 1));
+  }
+  for (const [k, v] of out) if (flag === '--build-arg' && /SECRET|PASSWORD|TOKEN/i.test(k)) log.addSecret(v);
+  return out;
+}
+
+export function executorHelp(): string {
+  const lines = ['Usage: kiln executor [flags]', '', 'Builds an image from a Dockerfile; kaniko\'s executor flags.', '', 'Flags:'];
+  for (const f of EXECUTOR_FLAGS) {
+    if (f.aliasOf) continue;
+    const names = (f.short ? `-${f.short}, ` : '    ') + `--${f.name}` + (f.kind === 'bool' ? '' : ` ${f.kind}`);
+    const def = f.default !== undefined && f.default !== '' && f.default !== false ? ` (default ${JSON.stringify(f.default)})` : '';
+    const env = f.env ? ` [env ${f.env}]` : '';
+    const status = f.notYet ? ` — not supported yet: ${f.notYet}` : '';
+    lines.push(`  ${names.padEnd(44)} ${f.description}${def}${env}${status}`);
+  }
+  return lines.join('\n') + '\n';
+}
+

@@ -1,0 +1,82 @@
+// kaniko's executor flags (v1.24 names, short forms, defaults, environment variables), each marked
+// as built or not yet. A flag that is not built yet is accepted by name and refused with a clear
+// message as soon as it would change anything, so an existing kaniko job never silently misbehaves.
+import type { FlagSpec } from './flag-parser.js';
+
+export interface ExecutorFlag extends FlagSpec {
+  /** Where the flag is not built yet: the issue that builds it. */
+  notYet?: string;
+  /** Old spelling kaniko still accepts, mapped to this flag's name. */
+  aliasOf?: string;
+}
+
+const registry = 'issue #3 (registry client)';
+const run = 'issue #4 (RUN and filesystem snapshots)';
+const dockerfile = 'issue #5 (full Dockerfile and contexts)';
+const cache = 'issue #6 (layer and base-image cache)';
+
+export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
+  // Built.
+  { name: 'context', short: 'c', kind: 'string', default: '/workspace/', description: 'Path to the build context (a directory)' },
+  { name: 'dockerfile', short: 'f', kind: 'string', default: 'Dockerfile', description: 'Path to the Dockerfile (relative paths: the working directory, then the context)' },
+  { name: 'destination', short: 'd', kind: 'list', description: 'Image reference to push to (repeatable); today it names the outputs, pushing comes with issue #3' },
+  { name: 'no-push', kind: 'bool', default: false, env: 'KANIKO_NO_PUSH', description: 'Do not push the image to the registry' },
+  { name: 'tar-path', kind: 'string', description: 'Write the image as a docker-archive tarball to this path' },
+  { name: 'oci-layout-path', kind: 'string', description: 'Write the image as an OCI image layout to this directory' },
+  { name: 'digest-file', kind: 'string', description: 'Write the image digest to this file' },
+  { name: 'image-name-with-digest-file', kind: 'string', description: 'Write <repository>@<digest> for each destination to this file' },
+  { name: 'image-name-tag-with-digest-file', kind: 'string', description: 'Write <repository>:<tag>@<digest> for each destination to this file' },
+  { name: 'build-arg', kind: 'list', description: 'Build argument KEY=VALUE, or KEY to read it from the environment (repeatable)' },
+  { name: 'label', kind: 'list', description: 'Label KEY=VALUE added to the image (repeatable)' },
+  { name: 'target', kind: 'string', description: 'Build stage to build (name or index)' },
+  { name: 'skip-unused-stages', kind: 'bool', default: false, description: 'Build only the stages the target needs' },
+  { name: 'reproducible', kind: 'bool', default: false, description: 'Strip timestamps so that the same inputs give the same digest' },
+  { name: 'custom-platform', kind: 'string', description: 'Platform os/arch[/variant] of the image (default: this machine)' },
+  { name: 'compression', kind: 'string', default: 'gzip', description: 'Layer compression: gzip (zstd not yet)' },
+  { name: 'compression-level', kind: 'int', default: -1, description: 'Compression level (1-9; -1 = default)' },
+  { name: 'verbosity', short: 'v', kind: 'string', default: 'info', description: 'Log level: trace, debug, info, warn, error, fatal, panic' },
+  { name: 'log-format', kind: 'string', default: 'color', description: 'Log format: color, text, json' },
+  { name: 'log-timestamp', kind: 'bool', default: false, description: 'Timestamps in log lines' },
+  { name: 'force', kind: 'bool', default: false, description: 'Build outside a container (kiln needs it only for container isolation)' },
+  // Deprecated spellings kaniko still takes.
+  { name: 'tarPath', kind: 'string', aliasOf: 'tar-path', description: 'Deprecated: use --tar-path' },
+  { name: 'customPlatform', kind: 'string', aliasOf: 'custom-platform', description: 'Deprecated: use --custom-platform' },
+  // Not built yet.
+  { name: 'context-sub-path', kind: 'string', notYet: dockerfile, description: 'Sub path within the context' },
+  { name: 'git', kind: 'string', notYet: dockerfile, description: 'Git context options' },
+  { name: 'bucket', short: 'b', kind: 'string', notYet: 'no issue yet (cloud-storage contexts)', description: 'Cloud storage bucket holding the context' },
+  { name: 'insecure', kind: 'bool', default: false, notYet: registry, description: 'Push over plain HTTP' },
+  { name: 'insecure-pull', kind: 'bool', default: false, notYet: registry, description: 'Pull over plain HTTP' },
+  { name: 'insecure-registry', kind: 'list', notYet: registry, description: 'Registry to use over plain HTTP (repeatable)' },
+  { name: 'skip-tls-verify', kind: 'bool', default: false, notYet: registry, description: 'Push without verifying TLS' },
+  { name: 'skip-tls-verify-pull', kind: 'bool', default: false, notYet: registry, description: 'Pull without verifying TLS' },
+  { name: 'skip-tls-verify-registry', kind: 'list', notYet: registry, description: 'Registry to use without TLS verification (repeatable)' },
+  { name: 'registry-certificate', kind: 'list', notYet: registry, description: 'registry=path of a CA certificate (repeatable)' },
+  { name: 'registry-client-cert', kind: 'list', notYet: registry, description: 'registry=cert,key for mutual TLS (repeatable)' },
+  { name: 'registry-mirror', kind: 'list', env: 'KANIKO_REGISTRY_MIRROR', notYet: registry, description: 'Mirror for docker.io (repeatable)' },
+  { name: 'registry-map', kind: 'list', env: 'KANIKO_REGISTRY_MAP', notYet: registry, description: 'original=mirror;... registry mapping' },
+  { name: 'skip-default-registry-fallback', kind: 'bool', default: false, notYet: registry, description: 'Fail instead of falling back from mirrors' },
+  { name: 'push-retry', kind: 'int', default: 0, notYet: registry, description: 'Retries for pushing' },
+  { name: 'push-ignore-immutable-tag-errors', kind: 'bool', default: false, notYet: registry, description: 'Ignore immutable-tag errors on push' },
+  { name: 'image-download-retry', kind: 'int', default: 0, notYet: registry, description: 'Retries for pulling the base image' },
+  { name: 'skip-push-permission-check', kind: 'bool', default: false, notYet: registry, description: 'Skip the push-permission check' },
+  { name: 'image-fs-extract-retry', kind: 'int', default: 0, notYet: run, description: 'Retries for extracting the base image' },
+  { name: 'kaniko-dir', kind: 'string', default: '/kaniko', env: 'KANIKO_DIR', notYet: run, description: 'kiln\'s own directory in container isolation' },
+  { name: 'snapshot-mode', kind: 'string', default: 'full', notYet: run, description: 'full, redo or time' },
+  { name: 'snapshotMode', kind: 'string', aliasOf: 'snapshot-mode', notYet: run, description: 'Deprecated: use --snapshot-mode' },
+  { name: 'single-snapshot', kind: 'bool', default: false, notYet: run, description: 'One snapshot at the end of the build' },
+  { name: 'use-new-run', kind: 'bool', default: false, notYet: run, description: 'kaniko\'s experimental RUN change detection' },
+  { name: 'ignore-path', kind: 'list', notYet: run, description: 'Path to leave out of snapshots (repeatable)' },
+  { name: 'ignore-var-run', kind: 'bool', default: true, notYet: run, description: 'Leave /var/run out of snapshots' },
+  { name: 'whitelist-var-run', kind: 'bool', default: true, aliasOf: 'ignore-var-run', notYet: run, description: 'Deprecated: use --ignore-var-run' },
+  { name: 'cleanup', kind: 'bool', default: false, notYet: run, description: 'Clean the filesystem at the end' },
+  { name: 'force-build-metadata', kind: 'bool', default: false, notYet: run, description: 'Add metadata layers to the image' },
+  { name: 'cache', kind: 'bool', default: false, notYet: cache, description: 'Use the layer cache' },
+  { name: 'cache-repo', kind: 'string', notYet: cache, description: 'Repository for cached layers' },
+  { name: 'cache-dir', kind: 'string', default: '/cache', notYet: cache, description: 'Directory of cached base images' },
+  { name: 'cache-ttl', kind: 'duration', default: '336h0m0s', notYet: cache, description: 'Cache entry lifetime' },
+  { name: 'cache-copy-layers', kind: 'bool', default: false, notYet: cache, description: 'Cache COPY layers' },
+  { name: 'cache-run-layers', kind: 'bool', default: true, notYet: cache, description: 'Cache RUN layers' },
+  { name: 'compressed-caching', kind: 'bool', default: true, notYet: cache, description: 'Compress cached layers' },
+  { name: 'no-push-cache', kind: 'bool', default: false, notYet: cache, description: 'Do not push cache layers' },
+];

@@ -1,0 +1,76 @@
+// kiln's command line: `executor` (kaniko's flags), `parse` (BuildKit's dump of a Dockerfile),
+// and `warmer` (not built yet). commander handles the subcommands and help; the executor's own
+// flags follow kaniko's pflag syntax (see flag-parser.ts).
+import { readFileSync } from 'node:fs';
+import { Command } from 'commander';
+import { dumpParse } from '../dockerfile/dump.js';
+import { parseDockerfile } from '../dockerfile/parser.js';
+import { LOG_LEVELS, log, type LogLevel } from '../log/logger.js';
+import { reportFailure, UsageError } from './errors.js';
+import { executorHelp, runExecutor } from './executor-command.js';
+
+const VERSION = '0.1.0';
+
+async function main(argv: string[]): Promise<number> {
+  // The executor's flags are kaniko's, parsed by kiln itself; commander only sees the other commands.
+  if (argv[0] === 'executor') return runExecutor(argv.slice(1));
+
+  let exitCode = 0;
+  const program = new Command('kiln')
+    .description('Build container images from Dockerfiles without a daemon or privileges (a drop-in for the kaniko executor).')
+    .version(VERSION)
+    .exitOverride()
+    .showHelpAfterError();
+
+  program
+    .command('executor')
+    .description('Build an image from a Dockerfile (kaniko\'s executor flags; see kiln executor --help)')
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(() => {
+      process.stdout.write(executorHelp());
+    });
+
+  program
+    .command('parse')
+    .description('Parse a Dockerfile and print it in BuildKit\'s dump format')
+    .argument('<file>', 'Dockerfile to parse')
+    .option('--dump', 'print the parse tree (the only output format)', true)
+    .option('-v, --verbosity <level>', 'log level', 'info')
+    .action((file: string, opts: { verbosity: string }) => {
+      if (!(LOG_LEVELS as readonly string[]).includes(opts.verbosity)) throw new UsageError(`not a valid log level: "${opts.verbosity}"`);
+      log.configure({ level: opts.verbosity as LogLevel });
+      try {
+        const result = parseDockerfile(readFileSync(file, 'utf8'));
+        for (const w of result.warnings) log.warn(`${file}:${w.line}: ${w.message}`);
+        process.stdout.write(dumpParse(result));
+      } catch (e) {
+        exitCode = reportFailure(e, file);
+      }
+    });
+
+  program
+    .command('warmer')
+    .description('Fill the base-image cache (not supported yet: issue #6)')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(() => {
+      throw new UsageError('the warmer is not supported yet (planned in issue #6 (layer and base-image cache))');
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version' || code === 'commander.help') return 0;
+    if (code?.startsWith('commander.')) return 2;
+    return reportFailure(e);
+  }
+  return exitCode;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (e: unknown) => { process.exitCode = reportFailure(e); },
+);
