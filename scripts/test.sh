@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite from a clean clone on a fresh Debian machine, as root: installs the peers the
+# tests compare kiln with (docker, podman, skopeo, umoci), builds, lints, type-checks, starts a
+# private dockerd for the run, runs every test, and stops dockerd again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(docker.io podman skopeo umoci busybox-static ca-certificates)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+bash scripts/install.sh
+npm run lint --silent
+npm run typecheck --silent
+
+dockerd_line=$(bash scripts/dockerd.sh start)
+export "${dockerd_line?}"
+trap 'bash scripts/dockerd.sh stop' EXIT
+
+npm test --silent

@@ -1,0 +1,160 @@
+// The executor's command line as a kaniko user meets it: flag names and syntax, refusals of what is
+// not built yet, and one-line errors that name the Dockerfile line.
+import { strict as assert } from 'node:assert';
+import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { kiln, mustRun } from '../helpers/exec.js';
+
+let dir: string;
+before(async () => { dir = await mkdtemp(join(tmpdir(), 'kiln-cli-')); });
+after(async () => rm(dir, { recursive: true, force: true }));
+
+async function context(name: string, dockerfile: string, files: Record<string, string> = {}): Promise<string> {
+  const ctx = join(dir, name);
+  await mkdir(ctx, { recursive: true });
+  await writeFile(join(ctx, 'Dockerfile'), dockerfile);
+  for (const [path, content] of Object.entries(files)) {
+    await mkdir(join(ctx, path, '..'), { recursive: true });
+    await writeFile(join(ctx, path), content);
+  }
+  return ctx;
+}
+
+describe('executor errors', () => {
+  it('reports a parse error as FILE:LINE without a stack trace', async () => {
+    const ctx = await context('parse-error', 'FROM scratch\nCOPY --bogus=1 a /a\n', { a: 'x' });
+    const r = await kiln(['executor', '-c', ctx, '--no-push']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim().split('\n').at(-1), `${join(ctx, 'Dockerfile')}:2: COPY: unknown flag: bogus`);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+
+  it('prints the stack trace at --verbosity debug', async () => {
+    const ctx = await context('parse-error-debug', 'FROM scratch\nFOO bar\n');
+    const r = await kiln(['executor', '-c', ctx, '--no-push', '--verbosity=debug']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Dockerfile:2: unknown instruction: FOO/);
+    assert.match(r.stderr, /\n\s+at /);
+  });
+
+  it('names the line of a missing COPY source', async () => {
+    const ctx = await context('missing-source', 'FROM scratch\nENV A=1\nCOPY nothing-here /x\n');
+    const r = await kiln(['executor', '-c', ctx, '--no-push']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Dockerfile:3: COPY failed: "nothing-here" not found in the build context/);
+  });
+
+  it('refuses RUN and registry base images with the issue that builds them', async () => {
+    let ctx = await context('run', 'FROM scratch\nRUN echo hi\n');
+    let r = await kiln(['executor', '-c', ctx, '--no-push']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Dockerfile:2: RUN is not supported yet \(issue #4/);
+    ctx = await context('registry-base', 'ARG BASE=debian\nFROM ${BASE}:12\n');
+    r = await kiln(['executor', '-c', ctx, '--no-push']);
+    assert.match(r.stderr, /Dockerfile:2: FROM debian:12: pulling base images from a registry is not supported yet \(issue #3\)/);
+  });
+
+  it('refuses a COPY source outside the context', async () => {
+    const ctx = await context('outside', 'FROM scratch\nCOPY ../secret /s\n');
+    const r = await kiln(['executor', '-c', ctx, '--no-push']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Dockerfile:2: forbidden path outside the build context: \.\.\/secret/);
+  });
+
+  it('refuses several sources into a destination without a trailing slash', async () => {
+    const ctx = await context('multi', 'FROM scratch\nCOPY a b /dest\n', { a: '1', b: '2' });
+    const r = await kiln(['executor', '-c', ctx, '--no-push']);
+    assert.match(r.stderr, /Dockerfile:2: When using COPY with more than one source file, the destination must be a directory and end with a \//);
+  });
+
+  it('reports an unknown --target with the stage names', async () => {
+    const ctx = await context('target', 'FROM scratch AS one\nFROM scratch AS two\n');
+    const r = await kiln(['executor', '-c', ctx, '--no-push', '--target', 'three']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /target stage "three" could not be found \(stages: one, two\)/);
+  });
+});
+
+describe('executor flags', () => {
+  it('accepts kaniko flags that are not built yet when they change nothing, and refuses them otherwise', async () => {
+    const ctx = await context('flags', 'FROM scratch\nENV A=1\n');
+    const ok = await kiln(['executor', '-c', ctx, '--no-push', '--cache=false', '--ignore-var-run=true', '--snapshot-mode', 'full', '--cache-dir=/cache']);
+    assert.equal(ok.code, 0, ok.stderr);
+    for (const [flag, issue] of [['--cache', '#6'], ['--insecure', '#3'], ['--snapshot-mode=redo', '#4'], ['--git=branch=main', '#5'], ['--registry-mirror=mirror.gcr.io', '#3']]) {
+      const r = await kiln(['executor', '-c', ctx, '--no-push', flag!]);
+      assert.equal(r.code, 1, flag);
+      assert.match(r.stderr, new RegExp(`--${flag!.slice(2).split('=')[0]} is not supported yet \\(planned in issue ${issue}`));
+    }
+  });
+
+  it('reads KANIKO_NO_PUSH and refuses to push until the registry client exists', async () => {
+    const ctx = await context('push', 'FROM scratch\n');
+    const pushed = await kiln(['executor', '-c', ctx, '-d', 'example.com/app:1']);
+    assert.equal(pushed.code, 1);
+    assert.match(pushed.stderr, /pushing to a registry is not supported yet/);
+    const none = await kiln(['executor', '-c', ctx]);
+    assert.match(none.stderr, /you must provide --destination, or use --no-push/);
+    const env = await kiln(['executor', '-c', ctx, '-d', 'example.com/app:1'], { env: { ...process.env, KANIKO_NO_PUSH: 'true' } });
+    assert.equal(env.code, 0, env.stderr);
+  });
+
+  it('rejects unknown flags, stray arguments and bad references', async () => {
+    const ctx = await context('bad-flags', 'FROM scratch\n');
+    let r = await kiln(['executor', '-c', ctx, '--no-push', '--frobnicate']);
+    assert.match(r.stderr, /unknown flag: --frobnicate/);
+    r = await kiln(['executor', '-c', ctx, '--no-push', 'stray']);
+    assert.match(r.stderr, /unexpected argument "stray"/);
+    r = await kiln(['executor', '-c', ctx, '--no-push', '-d', 'Example.com/UPPER:1']);
+    assert.match(r.stderr, /repository name must be lowercase/);
+    r = await kiln(['executor', '-c', ctx, '--no-push', '--custom-platform', 'linux']);
+    assert.match(r.stderr, /invalid platform "linux"/);
+  });
+
+  it('resolves a relative --dockerfile against the context, and honours -f, -c, --target and --custom-platform', async () => {
+    const ctx = await context('relative', 'FROM scratch AS a\nLABEL stage=a\nFROM a AS b\nLABEL stage=b\n');
+    await mkdir(join(ctx, 'docker'), { recursive: true });
+    await writeFile(join(ctx, 'docker', 'Build.dockerfile'), 'FROM scratch AS a\nLABEL from=subdir\nFROM a\nLABEL stage=last\n');
+    const layout = join(dir, 'relative-layout');
+    let r = await kiln(['executor', `-c=${ctx}`, '-f', 'docker/Build.dockerfile', '--no-push', '--target=a', '--oci-layout-path', layout, '--custom-platform=linux/arm64/v8'], { cwd: dir });
+    assert.equal(r.code, 0, r.stderr);
+    const config = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', `oci:${layout}:latest`]));
+    assert.deepEqual(config.config.Labels, { from: 'subdir' });
+    assert.equal(config.architecture, 'arm64');
+    assert.equal(config.variant, 'v8');
+    r = await kiln(['executor', '-c', ctx, '--no-push', '--oci-layout-path', layout, '--skip-unused-stages']);
+    assert.equal(r.code, 0, r.stderr);
+    const last = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', `oci:${layout}:latest`]));
+    assert.deepEqual(last.config.Labels, { stage: 'b' });
+  });
+
+  it('logs in kaniko\'s formats', async () => {
+    const ctx = await context('logs', 'FROM scratch\nENV A=1\n');
+    const json = await kiln(['executor', '-c', ctx, '--no-push', '--log-format=json']);
+    const lines = json.stderr.trim().split('\n').map((l) => JSON.parse(l) as { level: string; msg: string; time: string });
+    assert.ok(lines.some((l) => l.level === 'info' && l.msg === 'ENV A=1'));
+    const text = await kiln(['executor', '-c', ctx, '--no-push', '--log-format', 'text']);
+    assert.match(text.stderr, /^time="[^"]+" level=info msg="ENV A=1"$/m);
+    const color = await kiln(['executor', '-c', ctx, '--no-push']);
+    assert.match(color.stderr, /\x1b\[36mINFO\x1b\[0m\[0000\] ENV A=1/);
+    const quiet = await kiln(['executor', '-c', ctx, '--no-push', '-v', 'error']);
+    assert.equal(quiet.stderr, '');
+    const bad = await kiln(['executor', '-c', ctx, '--no-push', '--log-format', 'xml']);
+    assert.match(bad.stderr, /not a valid log format: "xml"/);
+  });
+});
+
+describe('kiln parse', () => {
+  it('dumps a Dockerfile in BuildKit\'s format and reports errors as FILE:LINE', async () => {
+    const file = join(dir, 'parse.Dockerfile');
+    await writeFile(file, 'FROM scratch\nENV a=1 b="two words"\nCMD ["x", "y"]\n');
+    const r = await kiln(['parse', '--dump', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '(from "scratch")\n(env "a" "1" "=" "b" "\\"two words\\"" "=")\n(cmd "x" "y")\n');
+    await writeFile(file, 'FROM scratch\nENV PATH\n');
+    const bad = await kiln(['parse', '--dump', file]);
+    assert.equal(bad.code, 1);
+    assert.equal(bad.stderr, `${file}:2: ENV must have two arguments\n`);
+  });
+});
