@@ -93,7 +93,8 @@ function headerFor(entry: LayerEntry): TarHeader {
   }
   const type = entry.type === 'dir' ? 'directory' : entry.type === 'hardlink' ? 'link' : entry.type;
   return {
-    name: entry.path,
+    // Directories end in "/" as Docker writes them, in the ustar name and in a PAX path alike.
+    name: entry.type === 'dir' ? entry.path + '/' : entry.path,
     type,
     mode: entry.mode & 0o7777,
     uid: Math.min(entry.uid, MAX_USTAR_ID),
