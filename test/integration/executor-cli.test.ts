@@ -129,6 +129,13 @@ describe('executor flags', () => {
     assert.deepEqual(last.config.Labels, { stage: 'b' });
   });
 
+  it('warns about build args no ARG consumed, as Docker does', async () => {
+    const ctx = await context('unused-args', 'ARG USED_GLOBALLY\nFROM scratch\nARG USED=x\nLABEL v=$USED\n');
+    const r = await kiln(['executor', '-c', ctx, '--no-push', '--build-arg', 'USED=1', '--build-arg', 'USED_GLOBALLY=2', '--build-arg', 'NOBODY=3', '--build-arg', 'HTTP_PROXY=x']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /WARN.*One or more build-args \[NOBODY\] were not consumed/);
+  });
+
   it('logs in kaniko\'s formats', async () => {
     const ctx = await context('logs', 'FROM scratch\nENV A=1\n');
     const json = await kiln(['executor', '-c', ctx, '--no-push', '--log-format=json']);
