@@ -6,15 +6,20 @@ import { mkdir, mkdtemp, rename, rm, stat, unlink, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Descriptor } from './types.js';
 
-export class DigestMismatchError extends Error {}
+/** A blob's bytes do not hash to the digest it was stored or fetched under. */
+export class DigestMismatchError extends Error {
+  override name = 'DigestMismatchError';
+}
 
 export interface BlobWriter {
   /** Write the blob's bytes here, then call commit(). */
   stream: Writable;
-  /** Waits for the stream to finish, then moves the blob into place under its digest. */
+  /** Ends the stream if still open, waits for the bytes to reach disk, then moves the blob into place under its digest. */
   commit(): Promise<{ digest: string; size: number }>;
+  /** Discards what was written. */
   abort(): Promise<void>;
 }
 
@@ -34,27 +39,23 @@ export class BlobStore {
   }
 
   async has(digest: string): Promise<boolean> {
-    return stat(this.path(digest)).then(() => true, () => false);
+    return stat(this.path(digest)).then((s) => s.isFile(), () => false);
   }
 
   async putBytes(data: Buffer, mediaType: string): Promise<Descriptor> {
-    const digest = 'sha256:' + createHash('sha256').update(data).digest('hex');
-    const path = this.path(digest);
+    const digest = sha256Digest(data);
     if (!(await this.has(digest))) {
-      await mkdir(join(this.dir, 'sha256'), { recursive: true });
-      const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+      const tmp = await this.tempPath();
       await writeFile(tmp, data);
-      await rename(tmp, path);
+      await rename(tmp, this.path(digest));
     }
     return { mediaType, digest, size: data.length };
   }
 
   async createWriter(): Promise<BlobWriter> {
-    await mkdir(join(this.dir, 'sha256'), { recursive: true });
-    const tmp = join(this.dir, 'sha256', `upload-${randomBytes(8).toString('hex')}.tmp`);
+    const tmp = await this.tempPath();
     const hash = createHash('sha256');
     let size = 0;
-    const file = createWriteStream(tmp);
     const hashing = new Transform({
       transform(chunk: Buffer, _enc, done: TransformCallback) {
         hash.update(chunk);
@@ -62,23 +63,25 @@ export class BlobStore {
         done(null, chunk);
       },
     });
-    hashing.pipe(file);
-    const finished = new Promise<void>((resolve, reject) => {
-      file.on('finish', resolve);
-      file.on('error', reject);
-      hashing.on('error', reject);
-    });
+    const written = pipeline(hashing, createWriteStream(tmp, { flags: 'wx' }));
+    written.catch(() => undefined); // observed by commit() or abort(); never an unhandled rejection
     return {
       stream: hashing,
       commit: async () => {
-        await finished;
-        const digest = 'sha256:' + hash.digest('hex');
-        await rename(tmp, this.path(digest));
-        return { digest, size };
+        if (!hashing.writableEnded) hashing.end();
+        try {
+          await written;
+          const digest = 'sha256:' + hash.digest('hex');
+          await rename(tmp, this.path(digest));
+          return { digest, size };
+        } catch (e) {
+          await unlink(tmp).catch(() => undefined);
+          throw e;
+        }
       },
       abort: async () => {
         hashing.destroy();
-        file.destroy();
+        await written.catch(() => undefined);
         await unlink(tmp).catch(() => undefined);
       },
     };
@@ -86,6 +89,7 @@ export class BlobStore {
 
   /** A read stream that errors with DigestMismatchError if the bytes do not hash to `digest`. */
   openVerified(digest: string): Readable {
+    const path = this.path(digest);
     const hash = createHash('sha256');
     const check = new Transform({
       transform(chunk: Buffer, _enc, done: TransformCallback) {
@@ -97,12 +101,26 @@ export class BlobStore {
         done(actual === digest ? null : new DigestMismatchError(`blob ${digest} is corrupt: its content hashes to ${actual}`));
       },
     });
-    const source = createReadStream(this.path(digest));
-    source.on('error', (e) => check.destroy(e));
+    const source = createReadStream(path);
+    source.on('error', (e: NodeJS.ErrnoException) => {
+      check.destroy(e.code === 'ENOENT' ? new Error(`blob ${digest} is not in the blob store ${this.dir}`, { cause: e }) : e);
+    });
+    check.on('close', () => source.destroy()); // a reader that stops early must not leak the file descriptor
     return source.pipe(check);
   }
 
   async dispose(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
   }
+
+  /** A fresh name beside the blobs, so the final rename stays on one file system. */
+  private async tempPath(): Promise<string> {
+    const dir = join(this.dir, 'sha256');
+    await mkdir(dir, { recursive: true });
+    return join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+  }
+}
+
+export function sha256Digest(data: Buffer): string {
+  return 'sha256:' + createHash('sha256').update(data).digest('hex');
 }
