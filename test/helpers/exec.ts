@@ -25,6 +25,7 @@ export function runCommand(
       clearTimeout(timer);
       resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
     });
+    child.stdin.on('error', () => {}); // a child that exits without reading stdin must not crash the run
     child.stdin.end(options.input ?? '');
   });
 }
