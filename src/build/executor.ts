@@ -13,6 +13,11 @@ import type { ImageConfig, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
 import { FsView } from './fs-view.js';
+import { baseFileView } from './base-files.js';
+import { fetchLayers, pullImage } from '../remote/pull-image.js';
+import type { RegistrySession } from '../remote/session.js';
+import { RegistryError } from '../registry/types.js';
+import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder, type StageEnvironment, type StageImage } from './stage-builder.js';
 
@@ -20,11 +25,14 @@ const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 
 export interface BuildResult {
   image: BuiltImage;
+  /** Where the final image's base layers came from (mount candidates when pushing). */
+  blobSources: { registry: string; repository: string }[];
   /** Removes the temporary blob store. */
   dispose(): Promise<void>;
 }
 
-export async function buildImage(options: BuildOptions): Promise<BuildResult> {
+/** Builds the target stage; base images come through `session` (kiln's registry connections). */
+export async function buildImage(options: BuildOptions, session: RegistrySession): Promise<BuildResult> {
   const text = await readFile(options.dockerfilePath, 'utf8').catch((e: NodeJS.ErrnoException) => {
     throw new BuildError(`cannot read Dockerfile ${options.dockerfilePath}: ${e.code ?? e.message}`, 0);
   });
@@ -52,7 +60,7 @@ export async function buildImage(options: BuildOptions): Promise<BuildResult> {
         log.info(`Skipping unused stage ${stage.name ?? stage.index}`);
         continue;
       }
-      built.set(stage.index, await buildStage(stage, model, built, env, options.platform));
+      built.set(stage.index, await buildStage(stage, model, built, env, options, session));
     }
     const unused = [...options.buildArgs.keys()].filter((k) => !env.consumedBuildArgs.has(k) && !env.globalArgs.has(k) && !PREDEFINED_ARGS.has(k));
     if (unused.length) log.warn(`One or more build-args [${unused.join(' ')}] were not consumed`);
@@ -63,8 +71,8 @@ export async function buildImage(options: BuildOptions): Promise<BuildResult> {
       config.config.Labels = { ...(config.config.Labels ?? {}), ...Object.fromEntries(options.labels) };
     }
     config.created = options.reproducible ? '1970-01-01T00:00:00Z' : isoSeconds(env.now);
-    const image = await assembleImage(config, final.layers, store, 'oci');
-    return { image, dispose: () => store.dispose() };
+    const image = await assembleImage(config, final.layers, store, final.family);
+    return { image, blobSources: final.blobSources, dispose: () => store.dispose() };
   } catch (e) {
     await store.dispose();
     throw e;
@@ -72,11 +80,11 @@ export async function buildImage(options: BuildOptions): Promise<BuildResult> {
 }
 
 async function buildStage(
-  stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, platform: Platform,
+  stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, options: BuildOptions, session: RegistrySession,
 ): Promise<StageImage> {
   const baseName = expandFrom(stage, env);
   log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
-  const base = startingImage(baseName, stage, model, built, platform);
+  const base = await startingImage(baseName, stage, model, built, env, options, session);
   const builder = new StageBuilder(base, env);
   const triggers = base.config.config.OnBuild ?? [];
   log.info(`Executing ${triggers.length} build triggers`);
@@ -95,8 +103,11 @@ async function buildStage(
   return builder.result;
 }
 
-/** The stage's base: scratch, or a copy of an earlier stage's image. */
-function startingImage(baseName: string, stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, platform: Platform): StageImage {
+/** The stage's base: scratch, a copy of an earlier stage's image, or an image pulled from a registry. */
+async function startingImage(
+  baseName: string, stage: Stage, model: DockerfileModel, built: Map<number, StageImage>,
+  env: StageEnvironment, options: BuildOptions, session: RegistrySession,
+): Promise<StageImage> {
   const line = stage.from.node.startLine;
   if (stage.from.platform !== undefined) {
     throw new BuildError('FROM --platform is not supported yet (issue #5)', line);
@@ -105,16 +116,27 @@ function startingImage(baseName: string, stage: Stage, model: DockerfileModel, b
   if (index >= 0) {
     const earlier = built.get(index);
     if (!earlier) throw new BuildError(`stage ${baseName} was skipped but stage ${stage.index} needs it`, line);
-    return { config: structuredClone(earlier.config), layers: [...earlier.layers], files: earlier.files.clone() };
+    return { ...earlier, config: structuredClone(earlier.config), layers: [...earlier.layers], files: earlier.files.clone() };
   }
   if (baseName.toLowerCase() === 'scratch') {
     log.info('No base image, nothing to extract');
-    return { config: emptyConfig(platform), layers: [], files: new FsView() };
+    return { config: emptyConfig(options.platform), layers: [], files: new FsView(), family: 'oci', blobSources: [] };
   }
-  throw new BuildError(
-    `FROM ${baseName}: pulling base images from a registry is not supported yet (issue #3); this version builds FROM scratch and FROM earlier stages`,
-    line,
-  );
+  try {
+    const pulled = await pullImage(baseName, session, {
+      platform: options.platform, maps: options.registryMaps,
+      skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
+    });
+    await fetchLayers(pulled, session, env.store, options.registry.imageDownloadRetry);
+    const files = await baseFileView(pulled.layers, env.store);
+    return {
+      config: pulled.config, layers: [...pulled.layers], files, family: pulled.family,
+      blobSources: [{ registry: pulled.source.registry, repository: pulled.source.repository }],
+    };
+  } catch (e) {
+    if (e instanceof RegistryError || e instanceof InvalidReferenceError) throw new BuildError(`FROM ${baseName}: ${e.message}`, line);
+    throw e;
+  }
 }
 
 /** Index of the earlier stage a FROM names, or -1. */

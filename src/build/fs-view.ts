@@ -26,6 +26,21 @@ export class FsView {
     }
   }
 
+  /** Stacks a base-image layer: opaque directories and whiteouts hide lower entries first. */
+  applyLayer(entries: readonly LayerEntry[], whiteouts: readonly string[], opaque: readonly string[]): void {
+    for (const dir of opaque) this.removeBelow(dir);
+    for (const path of whiteouts) {
+      this.entries.delete(path);
+      this.removeBelow(path);
+    }
+    this.apply(entries);
+  }
+
+  private removeBelow(dir: string): void {
+    const prefix = dir === '' ? '' : dir + '/';
+    for (const key of [...this.entries.keys()]) if (key.startsWith(prefix) && key !== dir) this.entries.delete(key);
+  }
+
   get(path: string): LayerEntry | undefined {
     return this.entries.get(relative(path));
   }

@@ -1,5 +1,7 @@
 // Everything a build needs, validated once by the CLI (kaniko's flags mapped to kiln's terms).
 import type { Platform } from '../image/types.js';
+import type { RegistryMaps } from '../registry/mirrors.js';
+import type { RegistryOptions } from '../registry/types.js';
 
 export interface BuildOptions {
   /** Absolute path of the build context directory. */
@@ -24,4 +26,10 @@ export interface BuildOptions {
   platform: Platform;
   /** zlib level for layer compression (kaniko's -1 means the library default). */
   compressionLevel: number;
+  registry: RegistryOptions;
+  /** --registry-map and --registry-mirror, merged as kaniko merges them. */
+  registryMaps: RegistryMaps;
+  skipDefaultRegistryFallback: boolean;
+  skipPushPermissionCheck: boolean;
+  pushIgnoreImmutableTagErrors: boolean;
 }

@@ -7,7 +7,7 @@ import { ShellLex, ShellExpansionError, type EnvLookup } from '../dockerfile/she
 import type { BlobStore } from '../image/blob-store.js';
 import type { Descriptor, HealthConfig, ImageConfig } from '../image/types.js';
 import { writeLayer, type LayerEntry } from '../layer/layer-writer.js';
-import { layerMediaType } from '../image/image.js';
+import { layerMediaType, type MediaTypeFamily } from '../image/image.js';
 import { log } from '../log/logger.js';
 import { CopyError, parseChmod, planCopy } from './copy.js';
 import { BuildError } from './errors.js';
@@ -21,6 +21,10 @@ export interface StageImage {
   config: ImageConfig;
   layers: Descriptor[];
   files: FsView;
+  /** Media types follow the base image's family (Docker v2s2 or OCI), as kaniko does. */
+  family: MediaTypeFamily;
+  /** Registries and repositories the base layers came from (for cross-repository mounts on push). */
+  blobSources: { registry: string; repository: string }[];
 }
 
 export interface StageEnvironment {
@@ -239,7 +243,7 @@ export class StageBuilder {
 
   private async addLayer(entries: LayerEntry[], createdBy: string): Promise<void> {
     const written = await writeLayer(withAncestors(entries, this.image.files), this.env.store, {
-      mediaType: layerMediaType('oci'),
+      mediaType: layerMediaType(this.image.family),
       compressionLevel: this.env.compressionLevel,
     });
     this.image.files.apply(entries);

@@ -6,6 +6,10 @@ import type { BuildOptions } from '../build/options.js';
 import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
 import { writeOutputs } from '../output/write-outputs.js';
 import { parseReference } from '../reference/reference.js';
+import { createKeychain } from '../registry/auth/keychain.js';
+import { buildRegistryMaps } from '../registry/mirrors.js';
+import { checkPushPermissions, pushImage } from '../remote/push-image.js';
+import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
 import { EXECUTOR_FLAGS, type ExecutorFlag } from './executor-flags.js';
 import { parseFlags, type FlagValue, type ParsedCommandLine } from './flag-parser.js';
@@ -22,17 +26,29 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
   } catch (e) {
     return reportFailure(e);
   }
+  const session = new RegistrySession(options.registry, createKeychain({ env }));
   try {
-    const result = await buildImage(options);
+    const destinations = options.destinations.map((d) => parseReference(d));
+    if (!options.noPush && !options.skipPushPermissionCheck) await checkPushPermissions(destinations, session);
+    const result = await buildImage(options, session);
     try {
       await writeOutputs(result.image, options);
+      if (options.noPush) log.info('Skipping push to container registry due to --no-push flag');
+      else {
+        await pushImage(result.image, destinations, session, {
+          blobSources: result.blobSources,
+          retries: options.registry.pushRetry,
+          ignoreImmutableTagErrors: options.pushIgnoreImmutableTagErrors,
+        });
+      }
     } finally {
       await result.dispose();
     }
-    log.info('Skipping push to container registry due to --no-push flag');
     return 0;
   } catch (e) {
     return reportFailure(e, options.dockerfilePath);
+  } finally {
+    await session.close();
   }
 }
 
@@ -70,9 +86,6 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
   for (const d of destinations) parseReference(d); // reject bad names before building
   const noPush = bool('no-push');
   if (!noPush && destinations.length === 0) throw new UsageError('you must provide --destination, or use --no-push');
-  if (!noPush) {
-    throw new UsageError('pushing to a registry is not supported yet (planned in issue #3 (registry client)); use --no-push with --tar-path or --oci-layout-path');
-  }
   if (destinations.length === 0 && str('image-name-with-digest-file')) throw new UsageError('you must provide --destination if setting --image-name-with-digest-file');
   if (destinations.length === 0 && str('image-name-tag-with-digest-file')) throw new UsageError('you must provide --destination if setting --image-name-tag-with-digest-file');
   for (const name of ['digest-file', 'image-name-with-digest-file', 'image-name-tag-with-digest-file']) {
@@ -104,7 +117,60 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     platform: str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform(),
     // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.
     compressionLevel: level9 === -1 ? 1 : level9,
+    registry: {
+      insecure: bool('insecure'),
+      insecurePull: bool('insecure-pull'),
+      insecureRegistries: list('insecure-registry'),
+      skipTlsVerify: bool('skip-tls-verify'),
+      skipTlsVerifyPull: bool('skip-tls-verify-pull'),
+      skipTlsVerifyRegistries: list('skip-tls-verify-registry'),
+      registryCertificates: registryCertificates(list('registry-certificate')),
+      registryClientCertificates: registryClientCertificates(list('registry-client-cert')),
+      certificateDirectories: certificateDirectories(env),
+      certificateFiles: env.SSL_CERT_FILE ? [env.SSL_CERT_FILE] : [],
+      pushRetry: nonNegative(values.get('push-retry') as number, 'push-retry'),
+      imageDownloadRetry: nonNegative(values.get('image-download-retry') as number, 'image-download-retry'),
+    },
+    registryMaps: buildRegistryMaps(list('registry-map'), list('registry-mirror')),
+    skipDefaultRegistryFallback: bool('skip-default-registry-fallback'),
+    skipPushPermissionCheck: bool('skip-push-permission-check'),
+    pushIgnoreImmutableTagErrors: bool('push-ignore-immutable-tag-errors'),
   };
+}
+
+function nonNegative(value: number, flag: string): number {
+  if (value < 0) throw new UsageError(`--${flag} must be 0 or more`);
+  return value;
+}
+
+/** kaniko's image trusts /kaniko/ssl/certs (SSL_CERT_DIR there); elsewhere SSL_CERT_DIR when set. */
+function certificateDirectories(env: NodeJS.ProcessEnv): string[] {
+  const dirs = (env.SSL_CERT_DIR ?? '').split(':').filter((d) => d !== '');
+  if (!dirs.includes('/kaniko/ssl/certs') && existsSync('/kaniko/ssl/certs')) dirs.push('/kaniko/ssl/certs');
+  return dirs;
+}
+
+function registryCertificates(items: string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    if (eq <= 0 || eq === item.length - 1) throw new UsageError(`invalid --registry-certificate "${item}": expected my.registry.url=/path/to/the/server/certificate`);
+    out.set(item.slice(0, eq), item.slice(eq + 1));
+  }
+  return out;
+}
+
+function registryClientCertificates(items: string[]): Map<string, { cert: string; key: string }> {
+  const out = new Map<string, { cert: string; key: string }>();
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    const files = eq > 0 ? item.slice(eq + 1).split(',') : [];
+    if (files.length !== 2 || !files[0] || !files[1]) {
+      throw new UsageError(`invalid --registry-client-cert "${item}": expected my.registry.url=/path/to/client/cert,/path/to/client/key`);
+    }
+    out.set(item.slice(0, eq), { cert: files[0], key: files[1] });
+  }
+  return out;
 }
 
 function changesBehaviour(flag: ExecutorFlag, value: FlagValue): boolean {

@@ -10,7 +10,6 @@ export interface ExecutorFlag extends FlagSpec {
   aliasOf?: string;
 }
 
-const registry = 'issue #3 (registry client)';
 const run = 'issue #4 (RUN and filesystem snapshots)';
 const dockerfile = 'issue #5 (full Dockerfile and contexts)';
 const cache = 'issue #6 (layer and base-image cache)';
@@ -19,7 +18,7 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   // Built.
   { name: 'context', short: 'c', kind: 'string', default: '/workspace/', description: 'Path to the build context (a directory)' },
   { name: 'dockerfile', short: 'f', kind: 'string', default: 'Dockerfile', description: 'Path to the Dockerfile (relative paths: the working directory, then the context)' },
-  { name: 'destination', short: 'd', kind: 'list', description: 'Image reference to push to (repeatable); today it names the outputs, pushing comes with issue #3' },
+  { name: 'destination', short: 'd', kind: 'list', description: 'Image reference to push to (repeatable)' },
   { name: 'no-push', kind: 'bool', default: false, env: 'KANIKO_NO_PUSH', description: 'Do not push the image to the registry' },
   { name: 'tar-path', kind: 'string', description: 'Write the image as a docker-archive tarball to this path' },
   { name: 'oci-layout-path', kind: 'string', description: 'Write the image as an OCI image layout to this directory' },
@@ -45,21 +44,21 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'context-sub-path', kind: 'string', notYet: dockerfile, description: 'Sub path within the context' },
   { name: 'git', kind: 'string', notYet: dockerfile, description: 'Git context options' },
   { name: 'bucket', short: 'b', kind: 'string', notYet: 'no issue yet (cloud-storage contexts)', description: 'Cloud storage bucket holding the context' },
-  { name: 'insecure', kind: 'bool', default: false, notYet: registry, description: 'Push over plain HTTP' },
-  { name: 'insecure-pull', kind: 'bool', default: false, notYet: registry, description: 'Pull over plain HTTP' },
-  { name: 'insecure-registry', kind: 'list', notYet: registry, description: 'Registry to use over plain HTTP (repeatable)' },
-  { name: 'skip-tls-verify', kind: 'bool', default: false, notYet: registry, description: 'Push without verifying TLS' },
-  { name: 'skip-tls-verify-pull', kind: 'bool', default: false, notYet: registry, description: 'Pull without verifying TLS' },
-  { name: 'skip-tls-verify-registry', kind: 'list', notYet: registry, description: 'Registry to use without TLS verification (repeatable)' },
-  { name: 'registry-certificate', kind: 'list', notYet: registry, description: 'registry=path of a CA certificate (repeatable)' },
-  { name: 'registry-client-cert', kind: 'list', notYet: registry, description: 'registry=cert,key for mutual TLS (repeatable)' },
-  { name: 'registry-mirror', kind: 'list', env: 'KANIKO_REGISTRY_MIRROR', notYet: registry, description: 'Mirror for docker.io (repeatable)' },
-  { name: 'registry-map', kind: 'list', env: 'KANIKO_REGISTRY_MAP', notYet: registry, description: 'original=mirror;... registry mapping' },
-  { name: 'skip-default-registry-fallback', kind: 'bool', default: false, notYet: registry, description: 'Fail instead of falling back from mirrors' },
-  { name: 'push-retry', kind: 'int', default: 0, notYet: registry, description: 'Retries for pushing' },
-  { name: 'push-ignore-immutable-tag-errors', kind: 'bool', default: false, notYet: registry, description: 'Ignore immutable-tag errors on push' },
-  { name: 'image-download-retry', kind: 'int', default: 0, notYet: registry, description: 'Retries for pulling the base image' },
-  { name: 'skip-push-permission-check', kind: 'bool', default: false, notYet: registry, description: 'Skip the push-permission check' },
+  { name: 'insecure', kind: 'bool', default: false, description: 'Push over plain HTTP' },
+  { name: 'insecure-pull', kind: 'bool', default: false, description: 'Pull over plain HTTP' },
+  { name: 'insecure-registry', kind: 'list', description: 'Registry to use over plain HTTP (repeatable)' },
+  { name: 'skip-tls-verify', kind: 'bool', default: false, description: 'Push without verifying TLS' },
+  { name: 'skip-tls-verify-pull', kind: 'bool', default: false, description: 'Pull without verifying TLS' },
+  { name: 'skip-tls-verify-registry', kind: 'list', description: 'Registry to use without TLS verification (repeatable)' },
+  { name: 'registry-certificate', kind: 'list', description: 'registry=path of a CA certificate (repeatable)' },
+  { name: 'registry-client-cert', kind: 'list', description: 'registry=cert,key for mutual TLS (repeatable)' },
+  { name: 'registry-mirror', kind: 'list', env: 'KANIKO_REGISTRY_MIRROR', description: 'Mirror for docker.io (repeatable)' },
+  { name: 'registry-map', kind: 'list', env: 'KANIKO_REGISTRY_MAP', description: 'original=mirror;... registry mapping' },
+  { name: 'skip-default-registry-fallback', kind: 'bool', default: false, description: 'Fail instead of falling back from mirrors' },
+  { name: 'push-retry', kind: 'int', default: 0, description: 'Retries for pushing' },
+  { name: 'push-ignore-immutable-tag-errors', kind: 'bool', default: false, description: 'Ignore immutable-tag errors on push' },
+  { name: 'image-download-retry', kind: 'int', default: 0, description: 'Retries for pulling the base image' },
+  { name: 'skip-push-permission-check', kind: 'bool', default: false, description: 'Skip the push-permission check' },
   { name: 'image-fs-extract-retry', kind: 'int', default: 0, notYet: run, description: 'Retries for extracting the base image' },
   { name: 'kaniko-dir', kind: 'string', default: '/kaniko', env: 'KANIKO_DIR', notYet: run, description: 'kiln\'s own directory in container isolation' },
   { name: 'snapshot-mode', kind: 'string', default: 'full', notYet: run, description: 'full, redo or time' },

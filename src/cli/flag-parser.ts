@@ -91,10 +91,12 @@ export function parseFlags(argv: readonly string[], specs: readonly FlagSpec[], 
     } else positional.push(arg);
   }
 
+  // kaniko reads its environment variables after the flags: a list variable adds to the flag's
+  // values, any other variable overrides the flag (KANIKO_NO_PUSH beats --no-push).
   for (const spec of specs) {
-    if (given.has(spec.name)) continue;
     const fromEnv = spec.env ? env[spec.env] : undefined;
     if (fromEnv !== undefined && fromEnv !== '') set(spec, fromEnv, `${spec.name} (from ${spec.env})`);
+    else if (given.has(spec.name)) continue;
     else if (spec.kind === 'list') values.set(spec.name, []);
     else if (spec.default !== undefined) values.set(spec.name, spec.default);
   }

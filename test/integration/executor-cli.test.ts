@@ -46,14 +46,14 @@ describe('executor errors', () => {
     assert.match(r.stderr, /Dockerfile:3: COPY failed: "nothing-here" not found in the build context/);
   });
 
-  it('refuses RUN and registry base images with the issue that builds them', async () => {
+  it('refuses RUN with the issue that builds it, and names an unreachable base registry', async () => {
     let ctx = await context('run', 'FROM scratch\nRUN echo hi\n');
     let r = await kiln(['executor', '-c', ctx, '--no-push']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /Dockerfile:2: RUN is not supported yet \(issue #4/);
-    ctx = await context('registry-base', 'ARG BASE=debian\nFROM ${BASE}:12\n');
+    ctx = await context('registry-base', 'ARG BASE=127.0.0.1:9/debian\nFROM ${BASE}:12\n');
     r = await kiln(['executor', '-c', ctx, '--no-push']);
-    assert.match(r.stderr, /Dockerfile:2: FROM debian:12: pulling base images from a registry is not supported yet \(issue #3\)/);
+    assert.match(r.stderr, /Dockerfile:2: FROM 127\.0\.0\.1:9\/debian:12: .*127\.0\.0\.1:9/);
   });
 
   it('refuses a COPY source outside the context', async () => {
@@ -82,21 +82,23 @@ describe('executor flags', () => {
     const ctx = await context('flags', 'FROM scratch\nENV A=1\n');
     const ok = await kiln(['executor', '-c', ctx, '--no-push', '--cache=false', '--ignore-var-run=true', '--snapshot-mode', 'full', '--cache-dir=/cache']);
     assert.equal(ok.code, 0, ok.stderr);
-    for (const [flag, issue] of [['--cache', '#6'], ['--insecure', '#3'], ['--snapshot-mode=redo', '#4'], ['--git=branch=main', '#5'], ['--registry-mirror=mirror.gcr.io', '#3']]) {
+    for (const [flag, issue] of [['--cache', '#6'], ['--snapshot-mode=redo', '#4'], ['--git=branch=main', '#5'], ['--cache-repo=oci:/tmp/x', '#6']]) {
       const r = await kiln(['executor', '-c', ctx, '--no-push', flag!]);
       assert.equal(r.code, 1, flag);
       assert.match(r.stderr, new RegExp(`--${flag!.slice(2).split('=')[0]} is not supported yet \\(planned in issue ${issue}`));
     }
   });
 
-  it('reads KANIKO_NO_PUSH and refuses to push until the registry client exists', async () => {
+  it('reads KANIKO_NO_PUSH, and names an unreachable registry before building', async () => {
     const ctx = await context('push', 'FROM scratch\n');
-    const pushed = await kiln(['executor', '-c', ctx, '-d', 'example.com/app:1']);
+    const unreachable = '127.0.0.1:9'; // the discard port: nothing listens there
+    const pushed = await kiln(['executor', '-c', ctx, '-d', `${unreachable}/app:1`]);
     assert.equal(pushed.code, 1);
-    assert.match(pushed.stderr, /pushing to a registry is not supported yet/);
+    assert.match(pushed.stderr, new RegExp(`127\\.0\\.0\\.1:9`));
+    assert.doesNotMatch(pushed.stderr, /Building stage/);
     const none = await kiln(['executor', '-c', ctx]);
     assert.match(none.stderr, /you must provide --destination, or use --no-push/);
-    const env = await kiln(['executor', '-c', ctx, '-d', 'example.com/app:1'], { env: { ...process.env, KANIKO_NO_PUSH: 'true' } });
+    const env = await kiln(['executor', '-c', ctx, '-d', `${unreachable}/app:1`], { env: { ...process.env, KANIKO_NO_PUSH: 'true' } });
     assert.equal(env.code, 0, env.stderr);
   });
 

