@@ -7,7 +7,7 @@ import { parseDockerfile } from '../dockerfile/parser.js';
 import { ShellLex } from '../dockerfile/shell-lex.js';
 import { targetStageIndex, toStages, type DockerfileModel, type Stage } from '../dockerfile/stages.js';
 import { toInstruction } from '../dockerfile/instructions.js';
-import { BlobStore } from '../image/blob-store.js';
+import { BlobStore, DigestMismatchError } from '../image/blob-store.js';
 import { assembleImage, type BuiltImage } from '../image/image.js';
 import type { ImageConfig, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
@@ -134,7 +134,9 @@ async function startingImage(
       blobSources: [{ registry: pulled.source.registry, repository: pulled.source.repository }],
     };
   } catch (e) {
-    if (e instanceof RegistryError || e instanceof InvalidReferenceError) throw new BuildError(`FROM ${baseName}: ${e.message}`, line);
+    if (e instanceof RegistryError || e instanceof InvalidReferenceError || e instanceof DigestMismatchError) {
+      throw new BuildError(`FROM ${baseName}: ${e.message}`, line);
+    }
     throw e;
   }
 }

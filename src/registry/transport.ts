@@ -369,8 +369,9 @@ class HttpTransport implements RegistryTransport {
     try {
       const res = await get('http');
       await res.body.dump();
-      // Only a registry's answers count: a TLS server answers plain HTTP with 400.
-      if (res.statusCode === 200 || res.statusCode === 401) {
+      // Any HTTP answer but 400 means plain HTTP is spoken (a TLS server answers plain HTTP with 400);
+      // a 5xx here is the registry being unwell, which the request's own retries deal with.
+      if (res.statusCode !== 400) {
         log.debug(`${this.registry} does not answer https (${(httpsError as Error).message}); using plain HTTP`);
         return `http://${this.host}`;
       }
