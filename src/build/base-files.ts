@@ -4,7 +4,6 @@
 import { createGunzip } from 'node:zlib';
 import { PassThrough, type Readable } from 'node:stream';
 import { extract } from 'tar-stream';
-import type { BlobStore } from '../image/blob-store.js';
 import type { Descriptor } from '../image/types.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import { FsView, relative } from './fs-view.js';
@@ -13,13 +12,24 @@ import { FsView, relative } from './fs-view.js';
 const KEEP_CONTENT = new Set(['etc/passwd', 'etc/group']);
 const MAX_KEPT_BYTES = 1 << 20;
 
-export async function baseFileView(layers: readonly Descriptor[], store: BlobStore): Promise<FsView> {
-  const view = new FsView();
-  for (const layer of layers) {
-    const entries = await readLayerEntries(layer, store);
-    view.applyLayer(entries.entries, entries.whiteouts, entries.opaque);
+/** Collects each layer's listing (in any order, as layers download), then stacks them in image order. */
+export class BaseFileLister {
+  private readonly listings = new Map<string, LayerListing>();
+
+  /** Reads one layer's (compressed) bytes to the end. */
+  readonly listLayer = async (layer: Descriptor, bytes: Readable): Promise<void> => {
+    this.listings.set(layer.digest, await readLayerEntries(layer, bytes));
+  };
+
+  view(layers: readonly Descriptor[]): FsView {
+    const view = new FsView();
+    for (const layer of layers) {
+      const listing = this.listings.get(layer.digest);
+      if (!listing) throw new Error(`no listing of base layer ${layer.digest}`);
+      view.applyLayer(listing.entries, listing.whiteouts, listing.opaque);
+    }
+    return view;
   }
-  return view;
 }
 
 interface LayerListing {
@@ -30,7 +40,7 @@ interface LayerListing {
   opaque: string[];
 }
 
-async function readLayerEntries(layer: Descriptor, store: BlobStore): Promise<LayerListing> {
+async function readLayerEntries(layer: Descriptor, bytes: Readable): Promise<LayerListing> {
   const listing: LayerListing = { entries: [], whiteouts: [], opaque: [] };
   const tar = extract();
   const done = new Promise<void>((resolve, reject) => {
@@ -63,7 +73,7 @@ async function readLayerEntries(layer: Descriptor, store: BlobStore): Promise<La
     tar.on('finish', resolve);
     tar.on('error', reject);
   });
-  (await decompressed(store.openVerified(layer.digest), layer)).pipe(tar);
+  (await decompressed(bytes, layer)).pipe(tar);
   await done;
   return listing;
 }

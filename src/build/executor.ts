@@ -13,7 +13,7 @@ import type { ImageConfig, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
 import { FsView } from './fs-view.js';
-import { baseFileView } from './base-files.js';
+import { BaseFileLister } from './base-files.js';
 import { fetchLayers, pullImage } from '../remote/pull-image.js';
 import type { RegistrySession } from '../remote/session.js';
 import { RegistryError } from '../registry/types.js';
@@ -127,8 +127,18 @@ async function startingImage(
       platform: options.platform, maps: options.registryMaps,
       skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
     });
-    await fetchLayers(pulled, session, env.store, options.registry.imageDownloadRetry);
-    const files = await baseFileView(pulled.layers, env.store);
+    // A stage that writes files needs the base's listing: read it in the same pass as the download.
+    // Otherwise read it only if something (a later stage FROM this one) ever asks.
+    const lister = new BaseFileLister();
+    const writesFiles = stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir')
+      || (pulled.config.config.OnBuild ?? []).length > 0;
+    await fetchLayers(pulled, session, env.store, options.registry.imageDownloadRetry, writesFiles ? lister.listLayer : undefined);
+    const files = writesFiles
+      ? lister.view(pulled.layers)
+      : FsView.lazy(async () => {
+        for (const layer of pulled.layers) await lister.listLayer(layer, env.store.openVerified(layer.digest));
+        return lister.view(pulled.layers);
+      });
     return {
       config: pulled.config, layers: [...pulled.layers], files, family: pulled.family,
       blobSources: [{ registry: pulled.source.registry, repository: pulled.source.repository }],

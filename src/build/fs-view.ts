@@ -7,8 +7,26 @@ import type { LayerEntry } from '../layer/layer-writer.js';
 
 export class FsView {
   private readonly entries = new Map<string, LayerEntry>();
+  /** For a base image whose listing is read only when an instruction first needs it. */
+  private loader?: () => Promise<FsView>;
+
+  /** A view filled by `load` on the first ready(): metadata-only builds never read the base layers. */
+  static lazy(load: () => Promise<FsView>): FsView {
+    const view = new FsView();
+    view.loader = load;
+    return view;
+  }
+
+  /** Loads a lazy view; every other method needs it to have been awaited once. */
+  async ready(): Promise<void> {
+    const load = this.loader;
+    if (!load) return;
+    this.loader = undefined;
+    for (const [k, v] of (await load()).entries) this.entries.set(k, v);
+  }
 
   clone(): FsView {
+    if (this.loader) return FsView.lazy(this.loader);
     const copy = new FsView();
     for (const [k, v] of this.entries) copy.entries.set(k, v);
     return copy;
@@ -16,6 +34,7 @@ export class FsView {
 
   /** Records a layer's entries (later layers override earlier ones, as when layers are stacked). */
   apply(layer: readonly LayerEntry[]): void {
+    this.assertReady();
     for (const e of layer) {
       if (e.type !== 'dir') {
         // A non-directory replaces whatever tree was at that path.
@@ -42,6 +61,7 @@ export class FsView {
   }
 
   get(path: string): LayerEntry | undefined {
+    this.assertReady();
     return this.entries.get(relative(path));
   }
 
@@ -52,6 +72,7 @@ export class FsView {
 
   /** Follows symlinks (inside the image) to the entry a path finally names. */
   resolve(path: string): LayerEntry | undefined {
+    this.assertReady();
     let rel = relative(path);
     for (let hops = 0; hops < 40; hops++) {
       const e = this.entries.get(rel);
@@ -60,6 +81,10 @@ export class FsView {
       rel = relative(target);
     }
     return undefined;
+  }
+
+  private assertReady(): void {
+    if (this.loader) throw new Error('internal error: the base image file view was used before ready()');
   }
 
   /** The text of a regular file this build put in the image (e.g. /etc/passwd), undefined if absent. */

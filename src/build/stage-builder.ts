@@ -185,7 +185,9 @@ export class StageBuilder {
     const cfg = this.image.config.config;
     const wd = posix.normalize(posix.isAbsolute(path) ? path : posix.join(cfg.WorkingDir || '/', path));
     cfg.WorkingDir = wd.length > 1 ? wd.replace(/\/+$/, '') : wd;
-    if (cfg.WorkingDir === '/' || this.image.files.isDirectory(cfg.WorkingDir)) {
+    if (cfg.WorkingDir === '/') return this.history('WORKDIR /');
+    await this.image.files.ready();
+    if (this.image.files.isDirectory(cfg.WorkingDir)) {
       return this.history(`WORKDIR ${cfg.WorkingDir}`);
     }
     // BuildKit creates a missing WORKDIR (and its parents) owned by the current USER.
@@ -201,6 +203,7 @@ export class StageBuilder {
   }
 
   private async copy(ins: CopyInstruction): Promise<void> {
+    await this.image.files.ready();
     const name = ins.kind === 'copy' ? 'COPY' : 'ADD';
     if (ins.from !== undefined) throw new BuildError(`COPY --from is not supported yet (issue #5: multi-stage copies)`, ins.node.startLine);
     for (const [flag, used] of [['--link', ins.link], ['--parents', ins.parents], ['--exclude', ins.excludes.length > 0], ['--checksum', ins.checksum !== undefined], ['--keep-git-dir', ins.keepGitDir], ['--unpack', ins.unpack !== undefined]] as const) {
@@ -235,6 +238,7 @@ export class StageBuilder {
   }
 
   private async identity(spec: string): Promise<Identity> {
+    await this.image.files.ready();
     return resolveChown(spec, {
       passwd: await this.image.files.readText('/etc/passwd'),
       group: await this.image.files.readText('/etc/group'),

@@ -70,7 +70,16 @@ async function main(argv: string[]): Promise<number> {
   return exitCode;
 }
 
+let settled = false;
+// If the event loop empties while the command is still pending, some stream stalled: that must never
+// look like success (exit 0) to a CI job.
+process.on('beforeExit', () => {
+  if (!settled) {
+    settled = true;
+    process.exitCode = reportFailure(new Error('internal error: kiln stopped before finishing its work (a stalled stream); please report this with --verbosity debug output'));
+  }
+});
 main(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
-  (e: unknown) => { process.exitCode = reportFailure(e); },
+  (code) => { settled = true; process.exitCode = code; },
+  (e: unknown) => { settled = true; process.exitCode = reportFailure(e); },
 );

@@ -61,15 +61,7 @@ const warnedSkipVerify = new Set<string>();
 
 /** Reads every trusted certificate source; a missing --registry-certificate file is an error, a missing directory is not. */
 export async function registryTlsOptions(registry: string, purpose: RegistryPurpose, options: RegistryOptions): Promise<RegistryTlsOptions> {
-  const ca = [...rootCertificates];
-  for (const dir of options.certificateDirectories) ca.push(...(await certificatesInDirectory(dir)));
-  for (const file of options.certificateFiles) {
-    try {
-      ca.push(...splitCertificates(await readFile(file, 'utf8'), file));
-    } catch (e) {
-      log.warn(`Cannot read CA bundle ${file}: ${(e as Error).message}; continuing without it`);
-    }
-  }
+  const ca = [...(await sharedTrust(options))];
   const registryCa = registryLookup(options.registryCertificates, registry);
   if (registryCa !== undefined) {
     const pem = await readOrFail(registryCa, registry, '--registry-certificate');
@@ -88,6 +80,33 @@ export async function registryTlsOptions(registry: string, purpose: RegistryPurp
     log.warn(`TLS certificate verification is disabled for ${registry}: anyone on the network path can read and alter what is pulled and pushed`);
   }
   return result;
+}
+
+/**
+ * The certificates every registry trusts, read once per build and deduplicated: SSL_CERT_DIR and
+ * SSL_CERT_FILE usually hold the system bundle again, and each certificate costs parsing time in
+ * every TLS context.
+ */
+const sharedTrustCache = new WeakMap<RegistryOptions, Promise<string[]>>();
+
+function sharedTrust(options: RegistryOptions): Promise<string[]> {
+  let trust = sharedTrustCache.get(options);
+  if (!trust) {
+    trust = (async () => {
+      const ca = new Set(rootCertificates.map((c) => c.trim()));
+      for (const dir of options.certificateDirectories) for (const c of await certificatesInDirectory(dir)) ca.add(c.trim());
+      for (const file of options.certificateFiles) {
+        try {
+          for (const c of splitCertificates(await readFile(file, 'utf8'), file)) ca.add(c.trim());
+        } catch (e) {
+          log.warn(`Cannot read CA bundle ${file}: ${(e as Error).message}; continuing without it`);
+        }
+      }
+      return [...ca];
+    })();
+    sharedTrustCache.set(options, trust);
+  }
+  return trust;
 }
 
 async function readOrFail(path: string, registry: string, flag: string): Promise<string> {

@@ -4,6 +4,7 @@
 import { Readable } from 'node:stream';
 import { EnvHttpProxyAgent, type Dispatcher } from 'undici';
 import { log } from '../log/logger.js';
+import { createSecureContext } from 'node:tls';
 import { connectionError, isLocalRegistry, plainHttpAllowed, registryLookup, registryTlsOptions } from './tls.js';
 import { RegistryError, type Authenticator, type AuthenticatorFactory, type RegistryOptions, type RegistryPurpose, type TokenHttp } from './types.js';
 
@@ -331,11 +332,17 @@ class HttpTransport implements RegistryTransport {
    */
   private agent(): Promise<Dispatcher> {
     this.agentPromise ??= registryTlsOptions(this.registry, this.purpose, this.options).then(
-      (tls) => new EnvHttpProxyAgent({
-        connect: tls, requestTls: tls, proxyTls: { ca: tls.ca, rejectUnauthorized: tls.rejectUnauthorized },
+      (tls) => {
+        // One secure context for every connection of this transport: building one from a few hundred
+        // CA certificates per connection costs more than the handshake.
+        const secureContext = createSecureContext({ ca: tls.ca, cert: tls.cert, key: tls.key });
+        const connect = { secureContext, rejectUnauthorized: tls.rejectUnauthorized };
+        return new EnvHttpProxyAgent({
+        connect, requestTls: connect, proxyTls: { ca: tls.ca, rejectUnauthorized: tls.rejectUnauthorized },
         noProxy: [process.env.no_proxy ?? process.env.NO_PROXY, 'localhost', '127.0.0.1', '[::1]'].filter(Boolean).join(','),
         headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: BODY_TIMEOUT_MS,
-      }),
+        });
+      },
       (e: unknown) => {
         this.agentPromise = undefined;
         throw e;

@@ -1,6 +1,8 @@
 // Fetches a base image: the manifest (picking the platform from an index), the config, and the
 // layer blobs into the build's blob store, each verified against its digest. Mirrors and registry
 // maps are tried first, as kaniko does, with --image-download-retry attempts per source.
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { BlobStore } from '../image/blob-store.js';
 import type { MediaTypeFamily } from '../image/image.js';
 import { MediaType, type Descriptor, type ImageConfig, type Index, type Manifest, type Platform } from '../image/types.js';
@@ -93,29 +95,52 @@ export function choosePlatform(index: Index, wanted: Platform, name: string): De
   throw new RegistryError(`${name} has no image for platform ${wantedText}; it has: ${available.join(', ') || 'none'} (choose one with --custom-platform)`, name.split('/')[0]!);
 }
 
-/** Downloads the image's layers into the store (several at once), skipping blobs already there. */
-export async function fetchLayers(image: PulledImage, session: RegistrySession, store: BlobStore, retries: number): Promise<void> {
+/**
+ * Downloads the image's layers into the store (several at once), skipping blobs already there.
+ * `inspect`, when given, reads each layer's bytes in the same pass as the download (or from the
+ * store when the blob was already there), so a layer is not read twice.
+ */
+export async function fetchLayers(
+  image: PulledImage, session: RegistrySession, store: BlobStore, retries: number,
+  inspect?: (layer: Descriptor, bytes: Readable) => Promise<void>,
+): Promise<void> {
   const client = session.client(image.source.registry, image.source.repository, 'pull');
   await forEachLimited(image.layers, 3, async (layer) => {
-    if (await store.has(layer.digest)) return;
+    if (await store.has(layer.digest)) {
+      if (inspect) await inspect(layer, store.openVerified(layer.digest));
+      return;
+    }
     await withRetries(retries, async () => {
       const writer = await store.createWriter();
+      const copy = new PassThrough();
       try {
         const body = await client.getBlob(layer.digest);
-        await new Promise<void>((resolve, reject) => {
-          body.on('error', reject);
-          writer.stream.on('error', reject);
-          body.pipe(writer.stream);
-          writer.stream.on('finish', resolve);
-        });
+        if (inspect) await teeInto(body, writer.stream, copy, inspect(layer, copy));
+        else await pipeline(body, writer.stream);
         const { digest } = await writer.commit();
         if (digest !== layer.digest) throw new RegistryError(`layer ${layer.digest} of ${image.ref.repository} arrived as ${digest}`, image.source.registry, undefined, true);
       } catch (e) {
+        copy.destroy();
         await writer.abort();
         throw e;
       }
     });
   });
+}
+
+/** Copies `body` into `sink` and into `copy` (read by `reader`) at once; backpressure from either slows the download. */
+async function teeInto(body: NodeJS.ReadableStream, sink: NodeJS.WritableStream, copy: PassThrough, reader: Promise<void>): Promise<void> {
+  const tee = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      if (copy.write(chunk)) done(null, chunk);
+      else copy.once('drain', () => done(null, chunk));
+    },
+    flush(done) {
+      copy.end();
+      done();
+    },
+  });
+  await Promise.all([pipeline(body, tee, sink), reader]);
 }
 
 export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {

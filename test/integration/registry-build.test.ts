@@ -92,3 +92,22 @@ for (const mode of ['http', 'tls', 'htpasswd', 'token'] as RegistryMode[]) {
     }
   });
 }
+
+describe('a metadata-only build on a base from another registry', () => {
+  it('copies every base layer across and pushes a whole image', async () => {
+    const [source, target] = await Promise.all([startRegistry('http'), startRegistry('http')]);
+    try {
+      await pushBusyboxImage(source, 'base/busybox', 'latest', 'v2s2');
+      const ctx = await writeContext('metadata-only', `FROM ${source.host}/base/busybox\nLABEL only=metadata\n`);
+      const r = await kiln(['executor', '-c', ctx, '-d', `${target.host}/apps/metadata:1`, '--digest-file', join(dir, 'metadata-only', 'digest')]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /Pushed 127\.0\.0\.1:\d+\/apps\/metadata@sha256:/);
+      const copy = join(dir, 'metadata-only', 'copy');
+      await mustRun('skopeo', ['copy', ...target.skopeoArgs('src'), `docker://${target.host}/apps/metadata:1`, `dir:${copy}`]);
+      const raw = await readFile(join(copy, 'manifest.json'));
+      assert.equal('sha256:' + createHash('sha256').update(raw).digest('hex'), await readFile(join(dir, 'metadata-only', 'digest'), 'utf8'));
+    } finally {
+      await Promise.all([source.stop(), target.stop()]);
+    }
+  });
+});
