@@ -129,14 +129,17 @@ async function startingImage(
     });
     // A stage that writes files needs the base's listing: read it in the same pass as the download.
     // Otherwise read it only if something (a later stage FROM this one) ever asks.
+    // A stage that writes files needs the base's listing: it is read in the same pass as the download.
+    // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
+    // a later stage that needs the files (FROM this one) downloads and lists them then.
     const lister = new BaseFileLister();
     const writesFiles = stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir')
       || (pulled.config.config.OnBuild ?? []).length > 0;
-    await fetchLayers(pulled, session, env.store, options.registry.imageDownloadRetry, writesFiles ? lister.listLayer : undefined);
+    if (writesFiles) await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
     const files = writesFiles
       ? lister.view(pulled.layers)
       : FsView.lazy(async () => {
-        for (const layer of pulled.layers) await lister.listLayer(layer, env.store.openVerified(layer.digest));
+        await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
         return lister.view(pulled.layers);
       });
     return {

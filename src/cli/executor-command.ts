@@ -8,6 +8,7 @@ import { writeOutputs } from '../output/write-outputs.js';
 import { parseReference } from '../reference/reference.js';
 import { createKeychain } from '../registry/auth/keychain.js';
 import { buildRegistryMaps } from '../registry/mirrors.js';
+import { fetchMissingLayers } from '../remote/pull-image.js';
 import { checkPushPermissions, pushImage } from '../remote/push-image.js';
 import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
@@ -32,6 +33,9 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
     if (!options.noPush && !options.skipPushPermissionCheck) await checkPushPermissions(destinations, session);
     const result = await buildImage(options, session);
     try {
+      if (options.tarPath || options.ociLayoutPath) {
+        await fetchMissingLayers(result.image.manifest.layers, result.blobSources[0], session, result.image.store, options.registry.imageDownloadRetry);
+      }
       await writeOutputs(result.image, options);
       if (options.noPush) log.info('Skipping push to container registry due to --no-push flag');
       else {

@@ -101,11 +101,11 @@ export function choosePlatform(index: Index, wanted: Platform, name: string): De
  * store when the blob was already there), so a layer is not read twice.
  */
 export async function fetchLayers(
-  image: PulledImage, session: RegistrySession, store: BlobStore, retries: number,
+  layers: readonly Descriptor[], source: { registry: string; repository: string }, session: RegistrySession, store: BlobStore, retries: number,
   inspect?: (layer: Descriptor, bytes: Readable) => Promise<void>,
 ): Promise<void> {
-  const client = session.client(image.source.registry, image.source.repository, 'pull');
-  await forEachLimited(image.layers, 3, async (layer) => {
+  const client = session.client(source.registry, source.repository, 'pull');
+  await forEachLimited(layers, 3, async (layer) => {
     if (await store.has(layer.digest)) {
       if (inspect) await inspect(layer, store.openVerified(layer.digest));
       return;
@@ -118,7 +118,7 @@ export async function fetchLayers(
         if (inspect) await teeInto(body, writer.stream, copy, inspect(layer, copy));
         else await pipeline(body, writer.stream);
         const { digest } = await writer.commit();
-        if (digest !== layer.digest) throw new RegistryError(`layer ${layer.digest} of ${image.ref.repository} arrived as ${digest}`, image.source.registry, undefined, true);
+        if (digest !== layer.digest) throw new RegistryError(`layer ${layer.digest} of ${source.repository} arrived as ${digest}`, source.registry, undefined, true);
       } catch (e) {
         copy.destroy();
         await writer.abort();
@@ -141,6 +141,15 @@ async function teeInto(body: NodeJS.ReadableStream, sink: NodeJS.WritableStream,
     },
   });
   await Promise.all([pipeline(body, tee, sink), reader]);
+}
+
+/** Downloads the layers of a built image that are still only in their source registry (before writing a tarball or layout). */
+export async function fetchMissingLayers(layers: readonly Descriptor[], source: { registry: string; repository: string } | undefined, session: RegistrySession, store: BlobStore, retries: number): Promise<void> {
+  const missing: Descriptor[] = [];
+  for (const layer of layers) if (!(await store.has(layer.digest))) missing.push(layer);
+  if (missing.length === 0) return;
+  if (!source) throw new Error(`internal error: ${missing.length} layers are neither in the blob store nor in a known registry`);
+  await fetchLayers(missing, source, session, store, retries);
 }
 
 export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {

@@ -142,10 +142,23 @@ describe('platforms, mirrors and corrupt blobs (plain HTTP)', () => {
         if (bytes.length > 100_000) { bytes.writeUInt8(bytes.readUInt8(bytes.length - 100) ^ 0xff, bytes.length - 100); await writeFile(file, bytes); }
       }
     }
-    const ctx = await context('corrupt', `FROM ${registry.host}/corrupt/busybox\n`);
+    // Read because COPY needs the base's files.
+    const ctx = await context('corrupt', `FROM ${registry.host}/corrupt/busybox\nCOPY data.bin /data.bin\n`);
     const r = await kiln(['executor', '-c', ctx, '--no-push']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /Dockerfile:1: .*(corrupt|does not match|digest)/i);
+    // Streamed to another registry without a local copy: the push fails, and no tag appears.
+    const target = await startRegistry('http');
+    try {
+      const meta = await context('corrupt-metadata', `FROM ${registry.host}/corrupt/busybox\nLABEL x=y\n`);
+      const p = await kiln(['executor', '-c', meta, '-d', `${target.host}/apps/corrupt:1`]);
+      assert.equal(p.code, 1);
+      assert.match(p.stderr, /hashes to sha256:|corrupt|does not match/i);
+      const inspect = await runCommand('skopeo', ['inspect', '--raw', ...target.skopeoArgs('inspect'), `docker://${target.host}/apps/corrupt:1`]);
+      assert.notEqual(inspect.code, 0);
+    } finally {
+      await target.stop();
+    }
   });
 });
 
