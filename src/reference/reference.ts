@@ -206,6 +206,11 @@ function identifierSuffix(ref: ImageReference): string {
   return (ref.tag === undefined ? '' : `:${ref.tag}`) + (ref.digest === undefined ? '' : `@${ref.digest}`);
 }
 
+/** "docker.io" for any of Docker Hub's host names (index.docker.io, registry-1.docker.io), else the name unchanged. */
+export function canonicalRegistryName(registry: string): string {
+  return registry === dockerHubLegacy || registry === dockerHubApiHost ? dockerHub : registry;
+}
+
 /** Host to talk HTTP(S) to: "registry-1.docker.io" for docker.io, else the registry as is. */
 export function registryApiHost(registry: string): string {
   return registry === dockerHub || registry === dockerHubLegacy ? dockerHubApiHost : registry;

@@ -1,7 +1,7 @@
 // Where to pull an image from, in kaniko's order: each --registry-map target for the image's
 // registry (--registry-mirror values are maps for Docker Hub), then the registry itself unless
 // --skip-default-registry-fallback. A map target may carry a repository prefix ("host/prefix").
-import type { ImageReference } from '../reference/reference.js';
+import { canonicalRegistryName, type ImageReference } from '../reference/reference.js';
 
 export interface PullSource {
   registry: string;
@@ -45,6 +45,5 @@ export function pullSources(ref: ImageReference, maps: RegistryMaps, skipDefault
 }
 
 function canonicalRegistry(registry: string): string {
-  const r = registry.replace(/^https?:\/\//, '').replace(/\/+$/, '');
-  return r === 'index.docker.io' || r === 'registry-1.docker.io' ? 'docker.io' : r;
+  return canonicalRegistryName(registry.replace(/^https?:\/\//, '').replace(/\/+$/, ''));
 }

@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
 import { log } from '../log/logger.js';
+import { canonicalRegistryName } from '../reference/reference.js';
 import { RegistryError, type RegistryOptions, type RegistryPurpose } from './types.js';
 
 /** What undici's `connect` needs; `ca` always starts with Node's bundled roots, since `ca` replaces them. */
@@ -17,12 +18,9 @@ export interface RegistryTlsOptions {
   rejectUnauthorized: boolean;
 }
 
-/** Docker Hub's spellings, so a flag given for one applies to all. */
-const DOCKER_HUB_NAMES = ['docker.io', 'index.docker.io', 'registry-1.docker.io'];
-
+/** Docker Hub's spellings all mean Docker Hub, so a flag given for one applies to all. */
 function normalizeRegistry(name: string): string {
-  const bare = name.replace(/^https?:\/\//, '').replace(/\/+$/, '').toLowerCase();
-  return DOCKER_HUB_NAMES.includes(bare) ? 'docker.io' : bare;
+  return canonicalRegistryName(name.replace(/^https?:\/\//, '').replace(/\/+$/, '').toLowerCase());
 }
 
 export function registryListed(list: readonly string[], registry: string): boolean {

@@ -4,6 +4,7 @@
 import { Readable } from 'node:stream';
 import { EnvHttpProxyAgent, type Dispatcher } from 'undici';
 import { log } from '../log/logger.js';
+import { registryApiHost } from '../reference/reference.js';
 import { createSecureContext } from 'node:tls';
 import { connectionError, isLocalRegistry, plainHttpAllowed, registryLookup, registryTlsOptions } from './tls.js';
 import { RegistryError, type Authenticator, type AuthenticatorFactory, type RegistryOptions, type RegistryPurpose, type TokenHttp } from './types.js';
@@ -58,10 +59,8 @@ const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
 const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
 
-/** docker.io → registry-1.docker.io; anything else unchanged. */
-export function apiHost(registry: string): string {
-  return registry === 'docker.io' ? 'registry-1.docker.io' : registry;
-}
+/** docker.io → registry-1.docker.io; anything else unchanged (reference's rule, named for the transport). */
+export const apiHost = registryApiHost;
 
 export function createTransport(
   registry: string, purpose: RegistryPurpose, options: RegistryOptions, authenticatorFactory: AuthenticatorFactory, settings: TransportSettings = {},

@@ -2,12 +2,12 @@
 // the `auths` entries, `credHelpers` and `credsStore`, and how registry names in it are matched.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { canonicalRegistryName } from '../../reference/reference.js';
 
 /** kiln's name for Docker Hub. */
 export const DOCKER_HUB = 'docker.io';
 /** The key docker/cli stores Docker Hub credentials under, for historical reasons. */
 export const DOCKER_HUB_AUTH_KEY = 'https://index.docker.io/v1/';
-const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
 
 /** One `auths` entry with its `auth` field decoded. */
 export interface DockerAuthEntry {
@@ -48,7 +48,7 @@ export function registryHost(nameOrUrl: string): string {
   const at = rest.lastIndexOf('@'); // userinfo in a URL-shaped key
   if (at >= 0) rest = rest.slice(at + 1);
   const host = rest.toLowerCase();
-  return DOCKER_HUB_ALIASES.has(host) ? DOCKER_HUB : host;
+  return canonicalRegistryName(host);
 }
 
 /** The name docker/cli hands credential helpers: Docker Hub's historical key, otherwise the host[:port]. */
