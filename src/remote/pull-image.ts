@@ -10,6 +10,7 @@ import { log } from '../log/logger.js';
 import { parseReference, type ImageReference } from '../reference/reference.js';
 import { pullSources, type PullSource, type RegistryMaps } from '../registry/mirrors.js';
 import { RegistryError } from '../registry/types.js';
+import { forEachLimited, withRetries } from './retry.js';
 import type { RegistrySession } from './session.js';
 
 export interface PulledImage {
@@ -152,26 +153,7 @@ export async function fetchMissingLayers(layers: readonly Descriptor[], source: 
   await fetchLayers(missing, source, session, store, retries);
 }
 
-export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await work(items[next++]!);
-  });
-  await Promise.all(workers);
-}
 
-async function withRetries<T>(retries: number, attempt: () => Promise<T>): Promise<T> {
-  for (let i = 0; ; i++) {
-    try {
-      return await attempt();
-    } catch (e) {
-      const retryable = !(e instanceof RegistryError) || e.retryable;
-      if (i >= retries || !retryable) throw e;
-      log.warn(`${(e as Error).message}; retrying (${i + 1}/${retries})`);
-      await new Promise((r) => setTimeout(r, 1000 * 2 ** i));
-    }
-  }
-}
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];

@@ -6,7 +6,7 @@ import type { BuiltImage } from '../image/image.js';
 import { log } from '../log/logger.js';
 import { referenceString, type ImageReference } from '../reference/reference.js';
 import { RegistryError } from '../registry/types.js';
-import { forEachLimited } from './pull-image.js';
+import { forEachLimited, withRetries } from './retry.js';
 import type { RegistrySession } from './session.js';
 
 export interface PushOptions {
@@ -23,21 +23,14 @@ const IMMUTABLE_TAG_ERRORS = ['The repository has enabled tag immutability', 'ca
 export async function pushImage(image: BuiltImage, destinations: readonly ImageReference[], session: RegistrySession, options: PushOptions): Promise<void> {
   for (const dest of destinations) {
     log.info(`Pushing image to ${referenceString(dest)}`);
-    for (let attempt = 0; ; attempt++) {
+    await withRetries(options.retries, async () => {
       try {
         await pushOnce(image, dest, session, options);
-        break;
       } catch (e) {
-        if (options.ignoreImmutableTagErrors && IMMUTABLE_TAG_ERRORS.some((m) => (e as Error).message.includes(m))) {
-          log.info(`Immutable tag error ignored for ${dest.registry}/${dest.repository}@${image.manifestDescriptor.digest}`);
-          break;
-        }
-        const retryable = !(e instanceof RegistryError) || e.retryable;
-        if (attempt >= options.retries || !retryable) throw e;
-        log.warn(`push to ${referenceString(dest)} failed: ${(e as Error).message}; retrying (${attempt + 1}/${options.retries})`);
-        await new Promise((r) => setTimeout(r, 1000 * 2 ** attempt));
+        if (!(options.ignoreImmutableTagErrors && IMMUTABLE_TAG_ERRORS.some((m) => (e as Error).message.includes(m)))) throw e;
+        log.info(`Immutable tag error ignored for ${dest.registry}/${dest.repository}@${image.manifestDescriptor.digest}`);
       }
-    }
+    }, `push to ${referenceString(dest)}`);
     log.info(`Pushed ${dest.registry}/${dest.repository}@${image.manifestDescriptor.digest}`);
   }
 }
