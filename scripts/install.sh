@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs what kiln needs to run (its npm dependencies) and compiles it to dist/.
-# kiln itself needs only Node.js 20, which these machines have.
+# kiln needs Node.js 20, which these machines have, and a C compiler for kiln-sandbox (its one
+# native helper: namespaces, chroot and mknod, which Node.js does not offer) and fs-xattr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
   echo "kiln needs Node.js 20 or newer" >&2; exit 1
+fi
+if ! command -v gcc >/dev/null || ! dpkg -s libc6-dev >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev make python3 >/dev/null
 fi
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent

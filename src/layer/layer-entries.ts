@@ -36,6 +36,9 @@ function checkEntry(entry: LayerEntry): void {
       if (!entry.linkname) throw new Error(`${what}: a ${entry.type} needs a linkname`);
       break;
     case 'dir':
+    case 'char':
+    case 'block':
+    case 'fifo':
       break;
     default:
       throw new Error(`${what}: unknown type ${String((entry as { type: unknown }).type)}`);

@@ -16,7 +16,7 @@ import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar-for
 export interface LayerEntry {
   /** In-image path, relative, no leading or trailing "/": "app/bin/tool". */
   path: string;
-  type: 'file' | 'dir' | 'symlink' | 'hardlink';
+  type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
   /** Permission bits including setuid/setgid/sticky (masked with 0o7777). */
   mode: number;
   uid: number;
@@ -30,6 +30,9 @@ export interface LayerEntry {
   content?: Buffer;
   /** Symlink target as written, or the in-image path of the entry a hardlink shares its content with. */
   linkname?: string;
+  /** Char and block devices: device numbers. */
+  devmajor?: number;
+  devminor?: number;
   /** Extended attributes, written as PAX SCHILY.xattr records; values may be binary. */
   xattrs?: Record<string, Buffer>;
 }
@@ -137,6 +140,7 @@ function headerFor(entry: LayerEntry, size: number): TarHeader {
     size,
     mtime: Math.floor(entry.mtime.getTime() / 1000),
     ...(entry.type === 'symlink' || entry.type === 'hardlink' ? { linkname: entry.linkname! } : {}),
+    ...(entry.type === 'char' || entry.type === 'block' ? { devmajor: entry.devmajor ?? 0, devminor: entry.devminor ?? 0 } : {}),
     ...(entry.xattrs ? { xattrs: entry.xattrs } : {}),
   };
 }

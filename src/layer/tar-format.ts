@@ -10,7 +10,7 @@ export const BLOCK_SIZE = 512;
 /** Two zero blocks end an archive. */
 export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK_SIZE);
 
-export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'dir';
+export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'dir' | 'char' | 'block' | 'fifo';
 
 export interface TarHeader {
   /** Path as it goes into the archive; directories end in "/". */
@@ -25,10 +25,13 @@ export interface TarHeader {
   /** Whole seconds since the epoch. */
   mtime: number;
   linkname?: string;
+  /** Device numbers of char and block devices. */
+  devmajor?: number;
+  devminor?: number;
   xattrs?: Readonly<Record<string, Buffer>>;
 }
 
-const TYPEFLAG: Record<TarEntryType, string> = { file: '0', hardlink: '1', symlink: '2', dir: '5' };
+const TYPEFLAG: Record<TarEntryType, string> = { file: '0', hardlink: '1', symlink: '2', char: '3', block: '4', dir: '5', fifo: '6' };
 
 /** Field widths of the ustar header, and the largest number each octal field holds. */
 const NAME_LEN = 100;
@@ -56,13 +59,13 @@ export function encodeHeader(header: TarHeader): Buffer {
 
   const block = ustarBlock({
     name: header.name, typeflag: TYPEFLAG[header.type], mode: header.mode & 0o7777,
-    uid, gid, size, mtime, linkname: header.linkname ?? '',
+    uid, gid, size, mtime, linkname: header.linkname ?? '', devmajor: header.devmajor ?? 0, devminor: header.devminor ?? 0,
   });
   if (pax.size === 0) return block;
 
   const records = encodePaxRecords(pax);
   const paxBlock = ustarBlock({
-    name: paxHeaderName(header.name), typeflag: 'x', mode: 0o644, uid: 0, gid: 0, size: records.length, mtime: 0, linkname: '',
+    name: paxHeaderName(header.name), typeflag: 'x', mode: 0o644, uid: 0, gid: 0, size: records.length, mtime: 0, linkname: '', devmajor: 0, devminor: 0,
   });
   return Buffer.concat([paxBlock, records, padding(records.length), block]);
 }
@@ -94,6 +97,8 @@ interface UstarFields {
   size: number;
   mtime: number;
   linkname: string;
+  devmajor: number;
+  devminor: number;
 }
 
 function ustarBlock(f: UstarFields): Buffer {
@@ -108,8 +113,8 @@ function ustarBlock(f: UstarFields): Buffer {
   block.write(ustarString(f.linkname), 157, NAME_LEN, 'latin1');
   block.write('ustar\0' + '00', 257, 8, 'latin1');
   // uname and gname stay empty: ownership is numeric only.
-  writeOctal(block, 329, 8, 0); // devmajor
-  writeOctal(block, 337, 8, 0); // devminor
+  writeOctal(block, 329, 8, f.devmajor);
+  writeOctal(block, 337, 8, f.devminor);
   block.fill(0x20, 148, 156); // the checksum is computed with its own field as spaces
   let sum = 0;
   for (const byte of block) sum += byte;
