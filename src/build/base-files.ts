@@ -1,10 +1,10 @@
 // What a pulled base image holds, read from its layer tar headers (contents are not extracted), with
 // whiteouts applied as a runtime would stack the layers. COPY needs it to know which destinations are
 // directories and which parents exist, and --chown names need the base's /etc/passwd and /etc/group.
-import { createGunzip } from 'node:zlib';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { extract } from 'tar-stream';
 import type { Descriptor } from '../image/types.js';
+import { decompressLayer } from '../layer/decompress.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import { FsView, relative } from './fs-view.js';
 
@@ -40,6 +40,11 @@ interface LayerListing {
   opaque: string[];
 }
 
+/** tar-stream's entry types as LayerEntry types; anything else (regular, contiguous) is a file. */
+const ENTRY_TYPES: Partial<Record<string, LayerEntry['type']>> = {
+  directory: 'dir', symlink: 'symlink', link: 'hardlink', 'character-device': 'char', 'block-device': 'block', fifo: 'fifo',
+};
+
 async function readLayerEntries(layer: Descriptor, bytes: Readable): Promise<LayerListing> {
   const listing: LayerListing = { entries: [], whiteouts: [], opaque: [] };
   const tar = extract();
@@ -59,11 +64,12 @@ async function readLayerEntries(layer: Descriptor, bytes: Readable): Promise<Lay
         if (base === '.wh..wh..opq') listing.opaque.push(dir);
         else if (base.startsWith('.wh.')) listing.whiteouts.push(dir === '' ? base.slice(4) : `${dir}/${base.slice(4)}`);
         else if (path !== '') {
-          const type = header.type === 'directory' ? 'dir' : header.type === 'symlink' ? 'symlink' : header.type === 'link' ? 'hardlink' : 'file';
+          const type = ENTRY_TYPES[header.type] ?? 'file';
           listing.entries.push({
             path, type, mode: (header.mode ?? 0) & 0o7777, uid: header.uid ?? 0, gid: header.gid ?? 0,
             mtime: header.mtime ?? new Date(0), size: header.size ?? 0,
             ...(header.linkname ? { linkname: type === 'hardlink' ? relative(header.linkname) : header.linkname } : {}),
+            ...(type === 'char' || type === 'block' ? { devmajor: header.devmajor ?? 0, devminor: header.devminor ?? 0 } : {}),
             ...(keep && kept === (header.size ?? 0) ? { content: Buffer.concat(chunks) } : {}),
           });
         }
@@ -73,28 +79,7 @@ async function readLayerEntries(layer: Descriptor, bytes: Readable): Promise<Lay
     tar.on('finish', resolve);
     tar.on('error', reject);
   });
-  (await decompressed(bytes, layer)).pipe(tar);
+  (await decompressLayer(bytes, layer.digest)).pipe(tar);
   await done;
   return listing;
-}
-
-/** The layer's tar stream: gzip by its magic bytes, plain tar otherwise; zstd comes with issue #8. */
-async function decompressed(source: Readable, layer: Descriptor): Promise<Readable> {
-  const first: Buffer = await new Promise((resolve, reject) => {
-    source.once('readable', () => resolve((source.read(4) as Buffer | null) ?? Buffer.alloc(0)));
-    source.once('error', reject);
-  });
-  const out = new PassThrough();
-  out.write(first);
-  source.pipe(out);
-  if (first.length >= 2 && first[0] === 0x1f && first[1] === 0x8b) {
-    const gunzip = createGunzip();
-    out.pipe(gunzip);
-    source.on('error', (e) => gunzip.destroy(e));
-    return gunzip;
-  }
-  if (first.length === 4 && first.readUInt32LE(0) === 0xfd2fb528) {
-    throw new Error(`layer ${layer.digest} is zstd-compressed, which kiln cannot read yet (issue #8)`);
-  }
-  return out;
 }

@@ -1,0 +1,59 @@
+// A layer blob as stored in a registry, turned into its tar stream. The compression is told by the
+// blob's first bytes, whatever the media type says.
+import { PassThrough, type Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+
+const ZSTD_MAGIC = 0xfd2fb528;
+
+/** The layer's tar stream: gzip by its magic bytes, plain tar otherwise; zstd comes with issue #8. */
+export async function decompressLayer(source: Readable, layerName: string): Promise<Readable> {
+  const first = await readPrefix(source, 4);
+  if (first.length >= 4 && first.readUInt32LE(0) === ZSTD_MAGIC) {
+    throw new Error(`layer ${layerName} is zstd-compressed, which kiln cannot read yet (issue #8)`);
+  }
+  const out = new PassThrough();
+  source.on('error', (e) => out.destroy(e));
+  if (source.readableEnded) out.end(first);
+  else {
+    out.write(first);
+    source.pipe(out);
+  }
+  if (first.length >= 2 && first[0] === 0x1f && first[1] === 0x8b) {
+    const gunzip = createGunzip();
+    out.pipe(gunzip);
+    out.on('error', (e) => gunzip.destroy(e));
+    return gunzip;
+  }
+  return out;
+}
+
+/** Up to `n` bytes from the start of `source` (fewer only when it ends first); what is read stays with the caller. */
+function readPrefix(source: Readable, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    // Events already past would never come again.
+    if (source.readableEnded) return resolve(Buffer.alloc(0));
+    if (source.destroyed) return reject(source.errored ?? new Error('the layer stream was closed before it was read'));
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const finish = (error?: Error): void => {
+      source.off('readable', onReadable);
+      source.off('end', onEnd);
+      source.off('error', finish);
+      if (error) reject(error);
+      else resolve(Buffer.concat(chunks));
+    };
+    const onEnd = (): void => finish();
+    // read() with no size returns everything buffered, so a first chunk shorter than n is not missed.
+    const onReadable = (): void => {
+      let chunk: Buffer | null;
+      while (length < n && (chunk = source.read() as Buffer | null) !== null) {
+        chunks.push(chunk);
+        length += chunk.length;
+      }
+      if (length >= n) finish();
+    };
+    source.on('readable', onReadable);
+    source.on('end', onEnd);
+    source.on('error', finish);
+  });
+}
