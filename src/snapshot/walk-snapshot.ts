@@ -1,0 +1,105 @@
+// The snapshot of a step on a plain directory root (container isolation, or chroot where overlayfs
+// is unavailable): the tree is indexed by lstat before the step and compared after it. Metadata
+// decides: a file whose change time, modification time, size, mode, owner or inode moved changed.
+import { lstatSync, readdirSync, type Stats } from 'node:fs';
+import { join } from 'node:path';
+import { entryFromDisk, type Snapshot } from './snapshot.js';
+
+/** kaniko's --snapshot-mode: which metadata says "changed" (kiln adds ctime in full mode). */
+export type SnapshotMode = 'full' | 'redo' | 'time';
+
+interface Indexed {
+  /** S_IFMT bits. */
+  kind: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  nlink: number;
+}
+
+export type TreeIndex = Map<string, Indexed>;
+
+/** Every path under root (relative, "a/b"), but ignored ones and what is below them. */
+export function indexTree(root: string, ignore: (path: string) => boolean): TreeIndex {
+  const index: TreeIndex = new Map();
+  const walk = (dir: string, rel: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw e;
+    }
+    for (const name of names) {
+      const path = rel === '' ? name : `${rel}/${name}`;
+      if (ignore(path)) continue;
+      const abs = join(dir, name);
+      let st: Stats;
+      try {
+        st = lstatSync(abs);
+      } catch {
+        continue; // gone while walking (a process of the step still running would be a bug upstream)
+      }
+      index.set(path, {
+        kind: st.mode & 0o170000, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: st.size,
+        mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, nlink: st.nlink,
+      });
+      if (st.isDirectory()) walk(abs, path);
+    }
+  };
+  walk(root, '');
+  return index;
+}
+
+function changed(a: Indexed, b: Indexed, mode: SnapshotMode): boolean {
+  if (a.kind !== b.kind) return true;
+  if (mode === 'time') return a.mtimeMs !== b.mtimeMs;
+  const redo = a.mtimeMs !== b.mtimeMs || a.size !== b.size || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid;
+  if (mode === 'redo') return redo;
+  return redo || a.ctimeMs !== b.ctimeMs || a.ino !== b.ino;
+}
+
+/** What changed between two indexes of the same root; `after` is the state on disk now. */
+export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mode: SnapshotMode): Snapshot {
+  const snapshot: Snapshot = { entries: [], whiteouts: [], opaque: [] };
+  const firstOfInode = new Map<number, string>();
+  const paths = [...after.keys()].sort();
+  for (const path of paths) {
+    const now = after.get(path)!;
+    const was = before.get(path);
+    if (was && !changed(was, now, mode)) continue;
+    const abs = join(root, path);
+    if (now.kind === 0o100000 && now.nlink > 1) {
+      const first = firstOfInode.get(now.ino);
+      if (first !== undefined) {
+        snapshot.entries.push({ path, type: 'hardlink', linkname: first, mode: now.mode, uid: now.uid, gid: now.gid, mtime: new Date(now.mtimeMs) });
+        continue;
+      }
+      firstOfInode.set(now.ino, path);
+    }
+    let st: Stats;
+    try {
+      st = lstatSync(abs);
+    } catch {
+      continue;
+    }
+    snapshot.entries.push(entryFromDisk(abs, path, st));
+  }
+  // A deletion needs a whiteout unless its parent went too, or became something other than a directory.
+  for (const path of [...before.keys()].sort()) {
+    if (after.has(path)) continue;
+    const slash = path.lastIndexOf('/');
+    const parent = slash < 0 ? '' : path.slice(0, slash);
+    if (parent !== '') {
+      const parentNow = after.get(parent);
+      if (!parentNow || parentNow.kind !== 0o040000) continue;
+      if (before.get(parent)?.kind !== 0o040000) continue;
+    }
+    snapshot.whiteouts.push(path);
+  }
+  return snapshot;
+}
