@@ -20,6 +20,7 @@ import { RegistryError } from '../registry/types.js';
 import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder, type StageEnvironment, type StageImage } from './stage-builder.js';
+import { createRootFactory, type Isolation, type RootFactory } from '../rootfs/create-root.js';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -42,6 +43,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   const target = targetStageIndex(model, options.target);
   const context = await BuildContext.open(options.contextDir, options.dockerfilePath);
   const store = await BlobStore.createTemp('kiln-build-');
+  let roots: Promise<RootFactory> | undefined;
   try {
     const env: StageEnvironment = {
       context, store,
@@ -52,6 +54,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       reproducible: options.reproducible,
       compressionLevel: options.compressionLevel,
       now: new Date(),
+      roots: () => (roots ??= makeRootFactory(options)),
     };
     const built = new Map<number, StageImage>();
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
@@ -72,11 +75,27 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     }
     config.created = options.reproducible ? '1970-01-01T00:00:00Z' : isoSeconds(env.now);
     const image = await assembleImage(config, final.layers, store, final.family);
+    await disposeRoots(roots);
     return { image, blobSources: final.blobSources, dispose: () => store.dispose() };
   } catch (e) {
+    await disposeRoots(roots);
     await store.dispose();
     throw e;
   }
+}
+
+async function makeRootFactory(options: BuildOptions): Promise<RootFactory> {
+  const isolation: Isolation = options.isolation;
+  const factory = await createRootFactory({
+    isolation, kanikoDir: options.kanikoDir, ignorePaths: options.ignorePaths, ignoreVarRun: options.ignoreVarRun, snapshotMode: options.snapshotMode,
+  });
+  log.info(`RUN steps use ${factory.description}`);
+  return factory;
+}
+
+async function disposeRoots(roots: Promise<RootFactory> | undefined): Promise<void> {
+  const factory = await roots?.catch(() => undefined);
+  await factory?.dispose();
 }
 
 async function buildStage(
@@ -96,9 +115,13 @@ async function buildStage(
       await builder.dispatch(toInstruction({ ...node, startLine: stage.from.node.startLine, endLine: stage.from.node.startLine }));
     }
   }
-  for (const instruction of stage.instructions) {
-    log.info(instruction.node.original.trim());
-    await builder.dispatch(instruction);
+  try {
+    for (const instruction of stage.instructions) {
+      log.info(instruction.node.original.trim());
+      await builder.dispatch(instruction);
+    }
+  } finally {
+    await builder.finish();
   }
   return builder.result;
 }
@@ -127,13 +150,11 @@ async function startingImage(
       platform: options.platform, maps: options.registryMaps,
       skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
     });
-    // A stage that writes files needs the base's listing: read it in the same pass as the download.
-    // Otherwise read it only if something (a later stage FROM this one) ever asks.
     // A stage that writes files needs the base's listing: it is read in the same pass as the download.
     // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
     // a later stage that needs the files (FROM this one) downloads and lists them then.
     const lister = new BaseFileLister();
-    const writesFiles = stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir')
+    const writesFiles = stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
       || (pulled.config.config.OnBuild ?? []).length > 0;
     if (writesFiles) await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
     const files = writesFiles

@@ -22,6 +22,15 @@ export interface BuildOptions {
   labels: Map<string, string>;
   target?: string;
   skipUnusedStages: boolean;
+  /** RUN isolation: chroot unless told (kiln's own image sets KILN_ISOLATION=container). */
+  isolation: 'chroot' | 'container';
+  /** kaniko's --force: container isolation outside a container. */
+  force: boolean;
+  /** kiln's own directory, never touched by container isolation (kaniko's --kaniko-dir). */
+  kanikoDir: string;
+  ignorePaths: string[];
+  ignoreVarRun: boolean;
+  snapshotMode: 'full' | 'redo' | 'time';
   reproducible: boolean;
   platform: Platform;
   /** zlib level for layer compression (kaniko's -1 means the library default). */

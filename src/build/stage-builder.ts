@@ -15,6 +15,12 @@ import { FsView, relative } from './fs-view.js';
 import { goDuration, goList, goQuotedList } from './go-format.js';
 import { resolveChown, UserLookupError, type Identity } from './users.js';
 import { ContextError } from '../context/build-context.js';
+import type { CommandLineInstruction as RunInstruction } from '../dockerfile/instructions.js';
+import type { BuildRoot } from '../rootfs/build-root.js';
+import type { RootFactory } from '../rootfs/create-root.js';
+import { SandboxSetupError } from '../isolation/step-process.js';
+import { snapshotLayerEntries } from '../snapshot/snapshot.js';
+import { resolveUser, runArgv, runEnv, runHistory } from './run-step.js';
 
 /** The image a stage produces (and a later stage may start FROM). */
 export interface StageImage {
@@ -40,6 +46,8 @@ export interface StageEnvironment {
   compressionLevel: number;
   /** Timestamp for history entries. */
   now: Date;
+  /** Build roots for RUN, made on first use (so builds without RUN never extract anything). */
+  roots: () => Promise<RootFactory>;
 }
 
 export class StageBuilder {
@@ -47,6 +55,10 @@ export class StageBuilder {
   private readonly vars = new Map<string, string>();
   private readonly lex: ShellLex;
   private cmdSet = false;
+  /** The stage's ARGs with values, in declaration order (BuildKit's d.buildArgs). */
+  private readonly stageArgs: [string, string][] = [];
+  /** The root RUN steps execute in, once the stage has needed one. */
+  private root?: BuildRoot;
 
   constructor(
     private readonly image: StageImage,
@@ -108,7 +120,12 @@ export class StageBuilder {
             this.env.consumedBuildArgs.add(arg.key);
           } else if (arg.value !== undefined) value = this.word(arg.value);
           else if (this.env.globalArgs.has(arg.key)) value = this.env.globalArgs.get(arg.key);
-          if (value !== undefined) this.vars.set(arg.key, value);
+          if (value !== undefined) {
+            this.vars.set(arg.key, value);
+            const at = this.stageArgs.findIndex(([k]) => k === arg.key);
+            if (at >= 0) this.stageArgs[at] = [arg.key, value];
+            else this.stageArgs.push([arg.key, value]);
+          }
           shown.push(value === undefined ? arg.key : `${arg.key}=${value}`);
         }
         return this.history('ARG ' + shown.join(' '));
@@ -171,14 +188,68 @@ export class StageBuilder {
         return this.history(`HEALTHCHECK {Test:${goList(ins.test)} Interval:${d(hc.Interval)} Timeout:${d(hc.Timeout)} StartPeriod:${d(hc.StartPeriod)} StartInterval:${d(hc.StartInterval)} Retries:${hc.Retries ?? 0}}`);
       }
       case 'run':
-        throw new BuildError(
-          'RUN is not supported yet (issue #4: RUN needs a base image root filesystem); this version builds FROM scratch images with COPY/ADD and metadata only',
-          ins.node.startLine,
-        );
+        return this.run(ins);
       case 'copy':
       case 'add':
         return this.copy(ins);
     }
+  }
+
+  private async run(ins: RunInstruction): Promise<void> {
+    for (const flag of ins.flags.used) {
+      throw new BuildError(`RUN --${flag} is not supported yet (issue #5)`, ins.node.startLine);
+    }
+    const cfg = this.image.config.config;
+    const argv = runArgv(ins, cfg.Shell ?? undefined);
+    await this.image.files.ready();
+    const user = resolveUser(cfg.User || '0', {
+      passwd: await this.image.files.readText('/etc/passwd'),
+      group: await this.image.files.readText('/etc/group'),
+    });
+    const env = runEnv(cfg.Env ?? [], this.stageArgs, user.home);
+    const root = await this.buildRoot();
+    log.info(`Running: ${goList(argv)}`);
+    let outcome;
+    try {
+      outcome = await root.run({ argv, env, cwd: cfg.WorkingDir || '/', uid: user.uid, gid: user.gid, groups: user.groups }, (p) => this.image.files.get(p));
+    } catch (e) {
+      if (e instanceof SandboxSetupError) throw new BuildError(`RUN could not start: ${e.message}`, ins.node.startLine);
+      throw e;
+    }
+    if (outcome.exitCode !== 0 || !outcome.snapshot) {
+      throw new BuildError(`The command ${goList(argv)} returned a non-zero code: ${outcome.exitCode}`, ins.node.startLine);
+    }
+    const createdBy = runHistory(argv, this.stageArgs) + ' # buildkit';
+    const snapshot = outcome.snapshot;
+    log.debug(`Snapshot took ${(outcome.snapshotMs ?? 0).toFixed(1)} ms: ${snapshot.entries.length} entries, ${snapshot.whiteouts.length} whiteouts`);
+    if (snapshot.entries.length === 0 && snapshot.whiteouts.length === 0 && snapshot.opaque.length === 0) {
+      log.info('No files changed in this command, skipping snapshotting.');
+      return this.history(createdBy);
+    }
+    log.info('Taking snapshot of files...');
+    const entries = snapshotLayerEntries(snapshot);
+    const written = await this.writeLayer(entries);
+    root.committed(written.descriptor.digest);
+    this.image.files.applyLayer(snapshot.entries, snapshot.whiteouts, snapshot.opaque);
+    this.image.config.history.push({ created: this.created(), created_by: createdBy });
+  }
+
+  /** The stage's root, with every layer of the image so far extracted into it. */
+  private async buildRoot(): Promise<BuildRoot> {
+    if (this.root) return this.root;
+    const root = await (await this.env.roots()).create();
+    await this.image.files.ready();
+    for (const layer of this.image.layers) {
+      await root.addLayer({ digest: layer.digest, open: async () => this.env.store.openVerified(layer.digest) });
+    }
+    this.root = root;
+    return root;
+  }
+
+  /** Releases the stage's root (its layers stay in the blob store for later stages). */
+  async finish(): Promise<void> {
+    await this.root?.dispose();
+    this.root = undefined;
   }
 
   private async workdir(path: string): Promise<void> {
@@ -246,14 +317,21 @@ export class StageBuilder {
   }
 
   private async addLayer(entries: LayerEntry[], createdBy: string): Promise<void> {
+    const written = await this.writeLayer(entries);
+    this.image.files.apply(entries);
+    // A root already made for RUN gets the layer too, so later steps see the files.
+    await this.root?.addLayer({ digest: written.descriptor.digest, open: async () => this.env.store.openVerified(written.descriptor.digest) });
+    this.image.config.history.push({ created: this.created(), created_by: createdBy });
+  }
+
+  private async writeLayer(entries: LayerEntry[]): Promise<Awaited<ReturnType<typeof writeLayer>>> {
     const written = await writeLayer(withAncestors(entries, this.image.files), this.env.store, {
       mediaType: layerMediaType(this.image.family),
       compressionLevel: this.env.compressionLevel,
     });
-    this.image.files.apply(entries);
     this.image.layers.push(written.descriptor);
     this.image.config.rootfs.diff_ids.push(written.diffId);
-    this.image.config.history.push({ created: this.created(), created_by: createdBy });
+    return written;
   }
 
   private history(createdBy: string): void {

@@ -1,7 +1,8 @@
 // `kiln executor`: kaniko's executor command line turned into BuildOptions, the build, the outputs.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { buildImage } from '../build/executor.js';
+import { containerIsolationProblem } from '../rootfs/create-root.js';
 import type { BuildOptions } from '../build/options.js';
 import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
 import { writeOutputs } from '../output/write-outputs.js';
@@ -26,6 +27,17 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
     options = toBuildOptions(parseFlags(argv, EXECUTOR_FLAGS, env), env);
   } catch (e) {
     return reportFailure(e);
+  }
+  if (options.isolation === 'container') {
+    // kaniko's guard, made stricter: container isolation writes the base image over "/".
+    const problem = await containerIsolationProblem(options.kanikoDir);
+    if (problem && !options.force) {
+      return reportFailure(new UsageError(`container isolation makes "/" the build root, but ${problem}; use --isolation=chroot, or --force if you are sure`));
+    }
+    // Temporary files live under kiln's own directory: everything else is the build root.
+    const tmp = join(options.kanikoDir, 'tmp');
+    mkdirSync(tmp, { recursive: true });
+    process.env['TMPDIR'] = tmp;
   }
   const session = new RegistrySession(options.registry, createKeychain({ env }));
   try {
@@ -117,6 +129,13 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     labels: keyValues(list('label'), '--label', env, false),
     target: str('target'),
     skipUnusedStages: bool('skip-unused-stages'),
+    // The flag wins; kiln's own image sets KILN_ISOLATION=container as its default.
+    isolation: isolationFlag(given.has('isolation') ? str('isolation') ?? 'chroot' : env.KILN_ISOLATION || 'chroot'),
+    force: bool('force'),
+    kanikoDir: absolute(str('kaniko-dir')) ?? '/kaniko',
+    ignorePaths: list('ignore-path'),
+    ignoreVarRun: bool('ignore-var-run'),
+    snapshotMode: snapshotModeFlag(str('snapshot-mode') ?? 'full'),
     reproducible: bool('reproducible'),
     platform: str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform(),
     // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.
@@ -235,3 +254,12 @@ export function executorHelp(): string {
   return lines.join('\n') + '\n';
 }
 
+function isolationFlag(value: string): 'chroot' | 'container' {
+  if (value === 'chroot' || value === 'container') return value;
+  throw new UsageError(`invalid --isolation "${value}": use chroot or container`);
+}
+
+function snapshotModeFlag(value: string): 'full' | 'redo' | 'time' {
+  if (value === 'full' || value === 'redo' || value === 'time') return value;
+  throw new UsageError(`invalid --snapshot-mode "${value}": use full, redo or time`);
+}

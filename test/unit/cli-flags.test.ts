@@ -50,7 +50,8 @@ describe('pflag-compatible parsing', () => {
 });
 
 describe('the executor flag table', () => {
-  it('has every kaniko v1.24 executor flag exactly once', () => {
+  it('has every kaniko v1.24 executor flag exactly once, and kiln\'s own', () => {
+    const kilnOnly = ['isolation'];
     const kaniko = [
       'dockerfile', 'context', 'context-sub-path', 'bucket', 'destination', 'snapshot-mode', 'custom-platform', 'build-arg', 'insecure',
       'skip-tls-verify', 'insecure-pull', 'skip-tls-verify-pull', 'push-retry', 'push-ignore-immutable-tag-errors', 'image-fs-extract-retry',
@@ -63,7 +64,7 @@ describe('the executor flag table', () => {
     ];
     const names = EXECUTOR_FLAGS.map((f) => f.name);
     assert.equal(new Set(names).size, names.length, 'duplicate flag names');
-    assert.deepEqual([...names].sort(), [...kaniko].sort());
+    assert.deepEqual([...names].sort(), [...kaniko, ...kilnOnly].sort());
     const shorts = EXECUTOR_FLAGS.filter((f) => f.short).map((f) => `${f.short}=${f.name}`).sort();
     assert.deepEqual(shorts, ['b=bucket', 'c=context', 'd=destination', 'f=dockerfile', 'v=verbosity']);
   });

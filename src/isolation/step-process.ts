@@ -1,0 +1,71 @@
+// Runs one RUN step's process through kiln-sandbox and reports its exit code.
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import { sandboxBinary } from './sandbox-binary.js';
+
+/** The process a RUN step starts, fully resolved (Docker's semantics are applied by the caller). */
+export interface StepProcess {
+  argv: string[];
+  /** KEY=VALUE, exactly the step's environment. */
+  env: string[];
+  /** Absolute, inside the root. */
+  cwd: string;
+  uid: number;
+  gid: number;
+  /** Supplementary groups. */
+  groups: number[];
+}
+
+/** Where the step runs: chroot isolation (namespaces + chroot) or in place (container isolation). */
+export type SandboxPlacement =
+  | {
+    kind: 'chroot';
+    /** The directory that becomes "/" (the overlay mount point when `overlay` is given). */
+    root: string;
+    /** overlayfs mount data; paths in it are relative to `workDir`. */
+    overlay?: string;
+    workDir: string;
+    /** Host files bind-mounted on /etc/hosts and /etc/resolv.conf. */
+    hostsFile: string;
+    resolvFile: string;
+    hostname: string;
+  }
+  | { kind: 'container' };
+
+export class SandboxSetupError extends Error {}
+
+/** Exit code of the step (128+N when killed by signal N); throws when the sandbox itself failed. */
+export async function runStepProcess(step: StepProcess, where: SandboxPlacement): Promise<number> {
+  const args = ['run'];
+  if (where.kind === 'chroot') {
+    args.push('--namespaces', '--root', where.root, '--proc', '--dev', '--sys', '--hostname', where.hostname);
+    args.push('--bind', `${where.hostsFile}:etc/hosts`, '--bind', `${where.resolvFile}:etc/resolv.conf`);
+    if (where.overlay) args.push('--overlay', where.overlay);
+  }
+  args.push('--cwd', step.cwd, '--uid', String(step.uid), '--gid', String(step.gid));
+  if (step.groups.length) args.push('--groups', step.groups.join(','));
+  args.push('--', ...step.argv);
+  const env: Record<string, string> = {};
+  for (const kv of step.env) {
+    const eq = kv.indexOf('=');
+    if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const child = spawn(sandboxBinary(), args, {
+    env, cwd: where.kind === 'chroot' ? where.workDir : '/', stdio: ['ignore', 'inherit', 'pipe'],
+  });
+  // The step's stderr goes to kiln's; the sandbox's own last words are kept to explain a failure.
+  let tail = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    process.stderr.write(chunk);
+    tail = (tail + chunk.toString('utf8')).slice(-4096);
+  });
+  const code = await new Promise<number>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (c, signal) => resolve(c ?? 128 + (signal ? constants.signals[signal] : 0)));
+  });
+  if (code === 125) {
+    const line = tail.split('\n').reverse().find((l) => l.startsWith('kiln-sandbox: '));
+    if (line) throw new SandboxSetupError(line.slice('kiln-sandbox: '.length));
+  }
+  return code;
+}

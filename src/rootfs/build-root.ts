@@ -1,0 +1,48 @@
+// A build root: the file system RUN steps execute in. Layers go on top of it (base layers, layers
+// kiln wrote for COPY), a step runs in it, and what the step changed comes back as a snapshot.
+// OverlayRoot (chroot isolation, overlayfs) and DirectoryRoot (a plain tree: chroot isolation
+// without overlayfs, or "/" itself in container isolation) implement it.
+import type { Readable } from 'node:stream';
+import type { StepProcess } from '../isolation/step-process.js';
+import type { LayerEntry } from '../layer/layer-writer.js';
+import type { Snapshot } from '../snapshot/snapshot.js';
+
+/** Looks an in-image path ("etc/hosts") up in the image as it stands (kiln's model of it). */
+export type ImageLookup = (path: string) => LayerEntry | undefined;
+
+export interface LayerSource {
+  /** Content digest of the (compressed) layer blob; names it in errors and caches. */
+  digest: string;
+  open(): Promise<Readable>;
+}
+
+export interface StepOutcome {
+  exitCode: number;
+  /** What the step changed; only when it succeeded. */
+  snapshot?: Snapshot;
+  /** Milliseconds spent finding the changes (the snapshot's own cost, for logs and benchmarks). */
+  snapshotMs?: number;
+}
+
+export interface BuildRoot {
+  /** Puts a layer on top of the root. */
+  addLayer(layer: LayerSource): Promise<void>;
+  /** Runs a step; on success its changes become part of the root and are returned. */
+  run(step: StepProcess, image: ImageLookup): Promise<StepOutcome>;
+  /** Tells the root the digest of the layer kiln wrote from the last snapshot (for reuse). */
+  committed(digest: string): void;
+  dispose(): Promise<void>;
+}
+
+/** Paths a step needs to exist as mount points: /proc, /dev, /sys and the two network files. */
+export const MOUNT_POINTS: readonly { path: string; type: 'dir' | 'file' }[] = [
+  { path: 'proc', type: 'dir' }, { path: 'dev', type: 'dir' }, { path: 'sys', type: 'dir' },
+  { path: 'etc/hosts', type: 'file' }, { path: 'etc/resolv.conf', type: 'file' },
+];
+
+/** /etc/hosts for steps, as Docker writes it for a container on the host network. */
+export function hostsFileText(hostname: string): string {
+  return `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`;
+}
+
+export const STEP_HOSTNAME = 'kiln';

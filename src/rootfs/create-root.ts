@@ -1,0 +1,136 @@
+// Picks and makes build roots for a build: chroot isolation on overlayfs when the kernel allows it
+// (probed once), on a plain directory otherwise; container isolation on "/" itself.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative, isAbsolute } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { log } from '../log/logger.js';
+import { sandboxBinary } from '../isolation/sandbox-binary.js';
+import type { SnapshotMode } from '../snapshot/walk-snapshot.js';
+import type { BuildRoot } from './build-root.js';
+import { DirectoryRoot } from './directory-root.js';
+import { LayerDirectories, OverlayRoot } from './overlay-root.js';
+
+export type Isolation = 'chroot' | 'container';
+
+export interface RootOptions {
+  isolation: Isolation;
+  /** kiln's own directory in container isolation (kaniko's --kaniko-dir). */
+  kanikoDir: string;
+  /** --ignore-path values (absolute in-image paths). */
+  ignorePaths: string[];
+  ignoreVarRun: boolean;
+  snapshotMode: SnapshotMode;
+}
+
+export interface RootFactory {
+  readonly description: string;
+  /** A root for the next stage (container isolation: "/" wiped back to empty but for ignored paths). */
+  create(): Promise<BuildRoot>;
+  dispose(): Promise<void>;
+}
+
+export async function createRootFactory(options: RootOptions): Promise<RootFactory> {
+  if (options.isolation === 'container') return containerFactory(options);
+  const work = await mkdtemp(join(tmpdir(), 'kiln-root-'));
+  // KILN_OVERLAY=0 forces the walk (troubleshooting, and the tests of the fallback).
+  if (process.env['KILN_OVERLAY'] !== '0' && await overlayWorks(join(work, 'probe'))) {
+    const dirs = new LayerDirectories(work);
+    return { description: 'chroot isolation on overlayfs', create: async () => new OverlayRoot(dirs), dispose: () => dirs.dispose() };
+  }
+  log.info('overlayfs is not used here: RUN snapshots compare the whole tree before and after each step');
+  let n = 0;
+  return {
+    description: 'chroot isolation on a directory',
+    create: async () => {
+      const path = join(work, `root${n++}`);
+      await mkdir(path);
+      return new DirectoryRoot({ path, isolation: 'chroot', workDir: path + '.work', ignore: () => false, snapshotMode: options.snapshotMode });
+    },
+    dispose: () => rm(work, { recursive: true, force: true }),
+  };
+}
+
+async function overlayWorks(dir: string): Promise<boolean> {
+  const ok = await new Promise<boolean>((resolve) => {
+    const child = spawn(sandboxBinary(), ['probe-overlay', dir], { stdio: 'ignore' });
+    child.on('error', () => resolve(false));
+    child.on('close', (code) => resolve(code === 0));
+  });
+  await rm(dir, { recursive: true, force: true });
+  return ok;
+}
+
+async function containerFactory(options: RootOptions): Promise<RootFactory> {
+  const ignored = await containerIgnoreList(options);
+  const ignore = (path: string): boolean => ignored.some((p) => path === p || path.startsWith(p + '/'));
+  log.debug(`Ignore list: ${ignored.map((p) => '/' + p).join(' ')}`);
+  const workDir = join(options.kanikoDir, 'run');
+  let used = false;
+  const root = new DirectoryRoot({ path: '/', isolation: 'container', workDir, ignore, snapshotMode: options.snapshotMode });
+  return {
+    description: 'container isolation',
+    create: async () => {
+      if (used) await wipe('/', '', ignored);
+      used = true;
+      return root;
+    },
+    dispose: () => rm(workDir, { recursive: true, force: true }),
+  };
+}
+
+/** kaniko's ignore list: every mount point but "/", kiln's directory, /etc/mtab, /var/run, --ignore-path. */
+async function containerIgnoreList(options: RootOptions): Promise<string[]> {
+  const paths = new Set<string>();
+  const add = (abs: string): void => {
+    const rel = abs.replace(/^\/+/, '').replace(/\/+$/, '');
+    if (rel !== '') paths.add(rel);
+  };
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  for (const line of mountinfo.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field) add(field.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  add(options.kanikoDir);
+  add('/etc/mtab');
+  if (options.ignoreVarRun) add('/var/run');
+  for (const p of options.ignorePaths) add(p);
+  return [...paths].sort();
+}
+
+/** Removes everything under dir that is neither ignored nor holding an ignored path. */
+async function wipe(abs: string, rel: string, ignored: readonly string[]): Promise<void> {
+  for (const name of await readdir(abs)) {
+    const path = rel === '' ? name : `${rel}/${name}`;
+    if (ignored.some((p) => path === p || path.startsWith(p + '/'))) continue;
+    const child = join(abs, name);
+    if (ignored.some((p) => p.startsWith(path + '/'))) await wipe(child, path, ignored);
+    else await rm(child, { recursive: true, force: true });
+  }
+}
+
+/** Whether kiln runs inside a container (kaniko's check before it writes to "/"). */
+export async function inContainer(): Promise<boolean> {
+  if (existsSync('/.dockerenv') || existsSync('/run/.containerenv') || process.env['container']) return true;
+  const cgroup = await readFile('/proc/1/cgroup', 'utf8').catch(() => '');
+  return /docker|kubepods|containerd|libpod|lxc/.test(cgroup);
+}
+
+/**
+ * Why container isolation would be unsafe here, or undefined. It makes "/" the build root, so kiln
+ * must be in a container (kaniko's check) and everything kiln runs from (Node.js, its code) must
+ * live under its own directory, which the build never touches.
+ */
+export async function containerIsolationProblem(kanikoDir: string): Promise<string | undefined> {
+  if (!(await inContainer())) return 'kiln does not seem to be running in a container';
+  const inside = (path: string): boolean => {
+    const rel = relative(kanikoDir, path);
+    return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel);
+  };
+  for (const path of [process.execPath, fileURLToPath(import.meta.url)]) {
+    if (!inside(path)) return `kiln runs from ${path}, outside its directory ${kanikoDir}, and the base image would replace it`;
+  }
+  return undefined;
+}

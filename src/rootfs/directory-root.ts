@@ -1,0 +1,101 @@
+// A build root that is one plain directory tree: layers are applied onto it in place and a step's
+// changes are found by comparing an lstat index of the tree before and after the step. Used for
+// chroot isolation where overlayfs is unavailable, and for container isolation, where the tree is
+// "/" itself and kiln's own files and the container's mounts are left out (the ignore list).
+import { lstat, mkdir, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { extractLayer } from './extract-layer.js';
+import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
+import { diffTrees, indexTree, type SnapshotMode, type TreeIndex } from '../snapshot/walk-snapshot.js';
+import { hostsFileText, MOUNT_POINTS, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
+
+export interface DirectoryRootOptions {
+  /** The tree: a fresh directory (chroot isolation) or "/" (container isolation). */
+  path: string;
+  isolation: 'chroot' | 'container';
+  /** Where kiln keeps its temporary files for this root (never inside an indexed tree). */
+  workDir: string;
+  /** In-image paths never extracted over, snapshotted or deleted. */
+  ignore: (path: string) => boolean;
+  snapshotMode: SnapshotMode;
+}
+
+export class DirectoryRoot implements BuildRoot {
+  private index?: TreeIndex;
+
+  constructor(private readonly options: DirectoryRootOptions) {}
+
+  async addLayer(layer: LayerSource): Promise<void> {
+    await extractLayer(await layer.open(), this.options.path, { whiteouts: 'apply', layerName: layer.digest, ignore: this.options.ignore });
+    this.index = undefined; // the next step indexes afresh
+  }
+
+  async run(step: StepProcess, image: ImageLookup): Promise<StepOutcome> {
+    const { path: root, ignore, snapshotMode, workDir } = this.options;
+    const before = this.index ?? indexTree(root, ignore);
+    let exitCode: number;
+    if (this.options.isolation === 'container') {
+      exitCode = await runStepProcess(step, { kind: 'container' });
+    } else {
+      const created = await makeMountPoints(root, image);
+      const hostsFile = join(workDir, 'hosts');
+      const resolvFile = join(workDir, 'resolv.conf');
+      await mkdir(workDir, { recursive: true });
+      await writeFile(hostsFile, hostsFileText(STEP_HOSTNAME));
+      await writeFile(resolvFile, await readFile('/etc/resolv.conf').catch(() => Buffer.alloc(0)));
+      try {
+        exitCode = await runStepProcess(step, { kind: 'chroot', root, workDir, hostsFile, resolvFile, hostname: STEP_HOSTNAME });
+      } finally {
+        await removeMountPoints(root, created);
+      }
+    }
+    const started = performance.now();
+    const after = indexTree(root, ignore);
+    this.index = after;
+    if (exitCode !== 0) return { exitCode };
+    const snapshot = diffTrees(root, before, after, snapshotMode);
+    return { exitCode, snapshot, snapshotMs: performance.now() - started };
+  }
+
+  committed(): void {
+    // Nothing to keep: the tree itself is the state.
+  }
+
+  async dispose(): Promise<void> {
+    if (this.options.isolation === 'chroot') await rm(this.options.path, { recursive: true, force: true });
+    await rm(this.options.workDir, { recursive: true, force: true });
+  }
+}
+
+/** Creates the mount points the image lacks, returning them (deepest last) to remove after the step. */
+async function makeMountPoints(root: string, image: ImageLookup): Promise<string[]> {
+  const created: string[] = [];
+  for (const { path, type } of MOUNT_POINTS) {
+    if (image(path)) continue;
+    const parts = path.split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const sub = parts.slice(0, i).join('/');
+      const abs = join(root, sub);
+      if (await exists(abs)) continue;
+      if (i < parts.length || type === 'dir') await mkdir(abs);
+      else await writeFile(abs, '');
+      created.push(sub);
+    }
+  }
+  return created;
+}
+
+async function removeMountPoints(root: string, created: string[]): Promise<void> {
+  for (const sub of [...created].reverse()) {
+    const abs = join(root, sub);
+    const st = await lstat(abs).catch(() => undefined);
+    if (!st) continue;
+    // Only what is still the empty placeholder: a step may have put something real there.
+    if (st.isDirectory()) await rmdir(abs).catch(() => undefined);
+    else if (st.isFile() && st.size === 0) await unlink(abs);
+  }
+}
+
+async function exists(abs: string): Promise<boolean> {
+  return (await lstat(abs).catch(() => undefined)) !== undefined;
+}

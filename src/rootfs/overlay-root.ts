@@ -1,0 +1,138 @@
+// Chroot isolation on overlayfs, the way Docker's overlay2 driver stacks an image: every layer is a
+// directory of its own (whiteouts as overlayfs writes them), a step gets a fresh upper directory on
+// top, and that upper directory is exactly the step's change set. It then becomes one more layer.
+// Layer directories are shared by every stage of a build, so a stage FROM an earlier one reuses them.
+import { chmod, chown, mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { extractLayer } from './extract-layer.js';
+import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
+import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
+import { hostsFileText, MOUNT_POINTS, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
+
+/** The per-build store of extracted layers: <work>/l/<n>, one per layer digest. */
+export class LayerDirectories {
+  private readonly byDigest = new Map<string, Promise<string>>();
+  private next = 0;
+
+  constructor(readonly workDir: string) {}
+
+  /** A fresh directory name relative to the work dir (short: overlay mount data has a page-size limit). */
+  allocate(prefix: string): string {
+    return `${prefix}/${this.next++}`;
+  }
+
+  get(layer: LayerSource): Promise<string> {
+    let dir = this.byDigest.get(layer.digest);
+    if (!dir) {
+      dir = this.extract(layer);
+      this.byDigest.set(layer.digest, dir);
+      dir.catch(() => this.byDigest.delete(layer.digest));
+    }
+    return dir;
+  }
+
+  /** Registers a directory kiln made (a step's upper dir) as the content of a layer digest. */
+  adopt(digest: string, dir: string): void {
+    if (!this.byDigest.has(digest)) this.byDigest.set(digest, Promise.resolve(dir));
+  }
+
+  private async extract(layer: LayerSource): Promise<string> {
+    const rel = this.allocate('l');
+    const abs = join(this.workDir, rel);
+    await mkdir(abs, { recursive: true });
+    try {
+      await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest });
+    } catch (e) {
+      await rm(abs, { recursive: true, force: true });
+      throw e;
+    }
+    return rel;
+  }
+
+  async dispose(): Promise<void> {
+    await rm(this.workDir, { recursive: true, force: true });
+  }
+}
+
+export class OverlayRoot implements BuildRoot {
+  /** Layer directories, relative to the work dir, bottom first. */
+  private readonly layers: string[] = [];
+  private lastUpper?: string;
+
+  constructor(private readonly dirs: LayerDirectories) {}
+
+  async addLayer(layer: LayerSource): Promise<void> {
+    this.layers.push(await this.dirs.get(layer));
+    this.lastUpper = undefined;
+  }
+
+  async run(step: StepProcess, image: ImageLookup): Promise<StepOutcome> {
+    const work = this.dirs.workDir;
+    const init = this.dirs.allocate('i');
+    const upper = this.dirs.allocate('u');
+    const scratch = this.dirs.allocate('w');
+    const merged = this.dirs.allocate('m');
+    for (const d of [init, upper, scratch, merged]) await mkdir(join(work, d), { recursive: true });
+    await makeMountPoints(join(work, init), image);
+    const hostsFile = join(work, init + '.hosts');
+    const resolvFile = join(work, init + '.resolv');
+    await writeFile(hostsFile, hostsFileText(STEP_HOSTNAME));
+    await writeFile(resolvFile, await readFile('/etc/resolv.conf').catch(() => Buffer.alloc(0)));
+    const lower = [init, ...[...this.layers].reverse()].join(':');
+    const overlay = `lowerdir=${lower},upperdir=${upper},workdir=${scratch},redirect_dir=off,metacopy=off,index=off`;
+    try {
+      const exitCode = await runStepProcess(step, {
+        kind: 'chroot', root: join(work, merged), overlay, workDir: work, hostsFile, resolvFile, hostname: STEP_HOSTNAME,
+      });
+      if (exitCode !== 0) {
+        await rm(join(work, upper), { recursive: true, force: true });
+        return { exitCode };
+      }
+      const started = performance.now();
+      const snapshot = snapshotUpperDir(join(work, upper));
+      const snapshotMs = performance.now() - started;
+      this.layers.push(upper);
+      this.lastUpper = upper;
+      return { exitCode, snapshot, snapshotMs };
+    } finally {
+      await Promise.all([init, scratch, merged, init + '.hosts', init + '.resolv'].map((d) => rm(join(work, d), { recursive: true, force: true })));
+    }
+  }
+
+  committed(digest: string): void {
+    if (this.lastUpper) this.dirs.adopt(digest, this.lastUpper);
+    this.lastUpper = undefined;
+  }
+
+  async dispose(): Promise<void> {
+    // Layer directories belong to the build (LayerDirectories), not to one stage's root.
+  }
+}
+
+/**
+ * Docker's "init layer": mount points the image lacks, in a lower layer of their own so they never
+ * show up in a step's changes. Existing parents are recreated with the image's metadata, as the
+ * topmost layer decides what a merged directory looks like.
+ */
+async function makeMountPoints(initDir: string, image: ImageLookup): Promise<void> {
+  const parents = new Set<string>();
+  for (const { path, type } of MOUNT_POINTS) {
+    if (image(path)) continue;
+    const abs = join(initDir, path);
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) parents.add(parts.slice(0, i).join('/'));
+    if (type === 'dir') await mkdir(abs, { recursive: true });
+    else {
+      await mkdir(join(abs, '..'), { recursive: true });
+      await writeFile(abs, '');
+    }
+  }
+  for (const parent of [...parents].sort().reverse()) {
+    const existing = image(parent);
+    if (existing?.type !== 'dir') continue;
+    const abs = join(initDir, parent);
+    await chown(abs, existing.uid, existing.gid);
+    await chmod(abs, existing.mode);
+    await utimes(abs, existing.mtime, existing.mtime);
+  }
+}
