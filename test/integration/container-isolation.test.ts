@@ -1,0 +1,74 @@
+// Container isolation, kaniko's model, always inside a container (never on the host): kiln runs in
+// its own image with "/" as the build root, builds a multi-stage Dockerfile with RUN steps on a
+// busybox base, and pushes; the image must match `docker build` and hold nothing of kiln's.
+import { strict as assert } from 'node:assert';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { docker, dockerEnv, kiln, runCommand } from '../helpers/exec.js';
+import { dockerImageTree } from '../helpers/image-tree.js';
+import { buildKilnTestImage } from '../helpers/kiln-image.js';
+import { pushBusyboxImage } from '../helpers/base-images.js';
+import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+
+const KILN_IMAGE = 'kiln-test/executor:latest';
+let registry: TestRegistry;
+let base: string;
+let dir: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kiln-container-'));
+  registry = await startRegistry('http');
+  await pushBusyboxImage(registry, 'base/busybox', 'latest', 'oci');
+  base = `${registry.host}/base/busybox:latest`;
+  await docker(['pull', '-q', base]);
+  await buildKilnTestImage(dir, KILN_IMAGE);
+});
+after(async () => {
+  await docker(['rmi', KILN_IMAGE]).catch(() => undefined);
+  await registry?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('container isolation', () => {
+  it('builds a multi-stage Dockerfile with RUN inside kiln\'s image, as docker build does', async () => {
+    const ctx = join(dir, 'project');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'app.txt'), 'from the context\n');
+    await writeFile(join(ctx, 'Dockerfile'), [
+      `FROM ${base} AS first`,
+      'RUN echo first > /first && rm -rf /home/app',
+      `FROM ${base}`,
+      'COPY app.txt /app/',
+      'RUN test ! -e /first && test -d /home/app && echo final > /final && ln -s /final /final-link && ln /final /final-hard && chmod 4755 /final',
+      'RUN rm -rf /home && mkdir -p /var/lib/data && echo data > /var/lib/data/x && cat /app/app.txt > /app/copy.txt',
+      'USER app',
+      'RUN id > /tmp/id',
+    ].join('\n') + '\n');
+    const target = `${registry.host}/out/container:latest`;
+    const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace', `--destination=${target}`], { env: dockerEnv() });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /RUN steps use container isolation/);
+    await docker(['pull', '-q', target]);
+    const dockerTag = 'kiln-test/container-docker:latest';
+    await docker(['build', '-q', '--network', 'host', '-t', dockerTag, ctx]);
+    try {
+      const [kTree, dTree] = await Promise.all([dockerImageTree(target), dockerImageTree(dockerTag)]);
+      assert.ok(!Object.keys(kTree).some((p) => p === 'kaniko' || p.startsWith('kaniko/') || p.startsWith('workspace')), 'kiln\'s own files leaked into the image');
+      assert.deepEqual(kTree, dTree);
+      assert.equal(await docker(['run', '--rm', target, 'cat', '/final', '/app/copy.txt', '/tmp/id']), 'final\nfrom the context\nuid=1000(app) gid=1000(app) groups=1000(app)\n');
+    } finally {
+      await docker(['rmi', target, dockerTag]);
+    }
+  });
+
+  it('is refused on a host where kiln does not run from its own directory', async () => {
+    const ctx = join(dir, 'refused');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), 'FROM scratch\nRUN ["/nothing"]\n');
+    const r = await kiln(['executor', '-c', ctx, '--no-push', '--isolation=container']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /container isolation makes "\/" the build root/);
+  });
+});

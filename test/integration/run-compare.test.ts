@@ -1,0 +1,142 @@
+// RUN against `docker build` (Debian's dockerd, legacy builder) on a busybox base pushed by the
+// tests: the same file tree and config after steps that create, change and delete files, links,
+// setuid bits, users and groups, and replace directories by files and links; then the image runs.
+import { strict as assert } from 'node:assert';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { docker, kiln, runCommand } from '../helpers/exec.js';
+import { compareWithDocker } from '../helpers/docker-compare.js';
+import { pushBusyboxImage } from '../helpers/base-images.js';
+import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+
+interface Case {
+  name: string;
+  /** Lines after FROM. */
+  steps: string[];
+  buildArgs?: string[];
+  /** A command to run in both images; their outputs must match. */
+  check?: string;
+}
+
+const cases: Case[] = [
+  {
+    name: 'files-links-modes',
+    steps: [
+      'RUN mkdir -p /app/sub /app/gone && echo hi > /app/a && ln -s a /app/link && ln /app/a /app/hard && chmod 4755 /app/a && chown 1000:1000 /app/sub && touch /app/sub/x /app/gone/y && chmod 1777 /app/sub',
+      'RUN echo more >> /app/a && rm /app/link && rm -rf /app/gone /home/app && chmod 700 /tmp && ln -s /app/a /app/abs && chmod 2750 /app/sub',
+    ],
+    check: 'cat /app/a /app/hard && ls -la /app',
+  },
+  {
+    name: 'replace-dirs',
+    steps: [
+      'RUN mkdir -p /d1/x /d2/y /d3 && touch /d1/x/f /d2/y/g && echo plain > /d3/file',
+      'RUN rm -rf /d1 && echo file > /d1 && rm -rf /d2 && ln -s /tmp /d2 && rm -rf /d3 && mkdir /d3 && touch /d3/new',
+      'RUN rm /d1 && mkdir /d1 && touch /d1/again && rm /d2 && mkdir -p /d2/back',
+    ],
+    check: 'ls -la /d1 /d2 /d3',
+  },
+  {
+    name: 'users-env-workdir',
+    steps: [
+      'ARG VERSION=1.0',
+      'ENV GREETING="hello world"',
+      'RUN echo "bob:x:1500:1500:bob:/home/bob:/bin/sh" >> /etc/passwd && echo "bob:x:1500:" >> /etc/group && echo "devs:x:1600:app,bob" >> /etc/group && mkdir -p /home/bob /out && chown bob /home/bob && chmod 1777 /out',
+      'WORKDIR /work/here',
+      'USER bob',
+      'RUN id > /out/id-bob && echo "$HOME $PWD $VERSION $GREETING" > /out/env-bob && touch /home/bob/mine',
+      'USER app:devs',
+      'RUN id > /out/id-app && echo "$HOME" > /out/home-app',
+      'USER 4321',
+      'RUN id > /out/id-numeric && echo "$HOME" > /out/home-numeric',
+      'USER root',
+      'SHELL ["/bin/sh", "-ec"]',
+      'RUN echo "shell $0" > /out/shell',
+      'RUN ["/bin/sh", "-c", "echo exec > /out/exec"]',
+    ],
+    buildArgs: ['VERSION=2.0'],
+    check: 'cat /out/id-bob /out/env-bob /out/id-app /out/home-app /out/id-numeric /out/home-numeric /out/shell /out/exec',
+  },
+];
+
+let registry: TestRegistry;
+let base: string;
+let dir: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kiln-run-compare-'));
+  registry = await startRegistry('http');
+  await pushBusyboxImage(registry, 'base/busybox', 'latest', 'v2s2');
+  base = `${registry.host}/base/busybox:latest`;
+  await docker(['pull', '-q', base]);
+});
+after(async () => {
+  await registry?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('RUN matches docker build (busybox base)', () => {
+  for (const c of cases) {
+    it(c.name, async () => {
+      await compareWithDocker({ ...c, dockerfile: [`FROM ${base}`, ...c.steps].join('\n') + '\n' }, dir);
+    });
+  }
+});
+
+describe('RUN steps behave as Docker says', () => {
+  async function build(name: string, steps: string[], extra: string[] = []): Promise<{ code: number; stdout: string; stderr: string; tar: string }> {
+    const ctx = join(dir, name);
+    await mkdir(ctx, { recursive: true });
+    const lines = steps[0]?.startsWith('FROM ') ? steps : [`FROM ${base}`, ...steps];
+    await writeFile(join(ctx, 'Dockerfile'), lines.join('\n') + '\n');
+    const tar = join(dir, `${name}.tar`);
+    const r = await kiln(['executor', '-c', ctx, '--no-push', '-d', `kiln-run/${name}:kiln`, '--tar-path', tar, ...extra]);
+    return { ...r, tar };
+  }
+
+  it('fails with the exit code and the line of a failing step, writing nothing', async () => {
+    const r = await build('fails', ['RUN true', 'RUN echo before && exit 3', 'RUN echo never']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /Dockerfile:3/);
+    assert.match(r.stderr, /returned a non-zero code: 3/);
+    assert.doesNotMatch(r.stdout + r.stderr, /never/);
+    await assert.rejects(readFile(r.tar));
+  });
+
+  it('kills background processes a step leaves behind', async () => {
+    const marker = `kiln-bg-${process.pid}-${Date.now()}`;
+    const r = await build('background', [`RUN (sleep 300; echo ${marker}) > /dev/null 2>&1 & echo started`]);
+    assert.equal(r.code, 0, r.stderr);
+    const ps = await runCommand('pgrep', ['-f', marker]);
+    assert.equal(ps.stdout.trim(), '', 'a process of the step survived it');
+  });
+
+  it('runs heredocs, reports a missing command, and uses SHELL for shell form', async () => {
+    const ok = await build('heredoc', ['RUN <<EOF', 'echo one > /h1', 'echo two >> /h1', 'EOF', 'RUN cat > /h2 <<EOT', 'fed $HOME', 'EOT']);
+    assert.equal(ok.code, 0, ok.stderr);
+    await docker(['load', '-i', ok.tar]);
+    try {
+      const out = await docker(['run', '--rm', 'kiln-run/heredoc:kiln', 'cat', '/h1', '/h2']);
+      assert.equal(out, 'one\ntwo\nfed /root\n');
+    } finally {
+      await docker(['rmi', 'kiln-run/heredoc:kiln']);
+    }
+    const missing = await build('missing', ['RUN ["/no/such/tool"]']);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /no\/such\/tool/);
+    assert.match(missing.stderr, /Dockerfile:2/);
+  });
+
+  it('runs steps in a stage FROM an earlier stage that ran steps', async () => {
+    const r = await build('stages', [`FROM ${base} AS one`, 'RUN echo first > /first', 'FROM scratch AS other', 'COPY Dockerfile /', 'FROM one', 'RUN test -f /first && ! test -e /Dockerfile && cat /first > /second']);
+    assert.equal(r.code, 0, r.stderr);
+    await docker(['load', '-i', r.tar]);
+    try {
+      assert.equal(await docker(['run', '--rm', 'kiln-run/stages:kiln', 'cat', '/second']), 'first\n');
+    } finally {
+      await docker(['rmi', 'kiln-run/stages:kiln']);
+    }
+  });
+});
