@@ -46,11 +46,12 @@ describe('executor errors', () => {
     assert.match(r.stderr, /Dockerfile:3: COPY failed: "nothing-here" not found in the build context/);
   });
 
-  it('refuses RUN with the issue that builds it, and names an unreachable base registry', async () => {
+  it('reports a RUN whose shell is missing, and names an unreachable base registry', async () => {
     let ctx = await context('run', 'FROM scratch\nRUN echo hi\n');
     let r = await kiln(['executor', '-c', ctx, '--no-push']);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /Dockerfile:2: RUN is not supported yet \(issue #4/);
+    assert.match(r.stderr, /exec \/bin\/sh: No such file or directory/);
+    assert.match(r.stderr, /Dockerfile:2: The command \[\/bin\/sh -c echo hi\] returned a non-zero code: 127/);
     ctx = await context('registry-base', 'ARG BASE=127.0.0.1:9/debian\nFROM ${BASE}:12\n');
     r = await kiln(['executor', '-c', ctx, '--no-push']);
     assert.match(r.stderr, /Dockerfile:2: FROM 127\.0\.0\.1:9\/debian:12: .*127\.0\.0\.1:9/);
@@ -82,7 +83,7 @@ describe('executor flags', () => {
     const ctx = await context('flags', 'FROM scratch\nENV A=1\n');
     const ok = await kiln(['executor', '-c', ctx, '--no-push', '--cache=false', '--ignore-var-run=true', '--snapshot-mode', 'full', '--cache-dir=/cache']);
     assert.equal(ok.code, 0, ok.stderr);
-    for (const [flag, issue] of [['--cache', '#6'], ['--snapshot-mode=redo', '#4'], ['--git=branch=main', '#5'], ['--cache-repo=oci:/tmp/x', '#6']]) {
+    for (const [flag, issue] of [['--cache', '#6'], ['--single-snapshot', '#4'], ['--git=branch=main', '#5'], ['--cache-repo=oci:/tmp/x', '#6']]) {
       const r = await kiln(['executor', '-c', ctx, '--no-push', flag!]);
       assert.equal(r.code, 1, flag);
       assert.match(r.stderr, new RegExp(`--${flag!.slice(2).split('=')[0]} is not supported yet \\(planned in issue ${issue}`));
