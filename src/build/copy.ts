@@ -47,13 +47,14 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
   if (total > 1 && !plan.dest.endsWith('/')) {
     throw new CopyError(`When using ${plan.instruction} with more than one source file, the destination must be a directory and end with a /`);
   }
-  const dest = relative(plan.dest);
+  // Symlinked directories on the way are followed inside the image, as Docker does (usrmerge's lib -> usr/lib).
+  const dest = image.resolveParents(plan.dest, destIsDir || matched.some((f) => f.stat.isDirectory()));
   const out = new Map<string, LayerEntry>();
   const links = new Map<string, string>(); // dev:ino → first in-image path, to keep hardlinks
   const time = (t: Date): Date => plan.fixedMtime ?? t;
 
   const addParents = (path: string): void => {
-    const parts = path.split('/');
+    const parts = image.resolveParents(path).split('/');
     for (let i = 1; i < parts.length; i++) {
       const parent = parts.slice(0, i).join('/');
       if (out.has(parent) || image.isDirectory(parent)) continue;
@@ -61,7 +62,8 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
     }
   };
 
-  const addFile = async (file: ContextFile, target: string): Promise<void> => {
+  const addFile = async (file: ContextFile, unresolved: string): Promise<void> => {
+    const target = image.resolveParents(unresolved);
     const st = file.stat;
     const base = { path: target, uid: plan.owner.uid, gid: plan.owner.gid, mtime: time(st.mtime) };
     const mode = plan.mode ?? st.mode & 0o7777;
@@ -100,7 +102,7 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
     }
   }
   for (const doc of plan.inline) {
-    const target = destIsDir ? joinRel(dest, doc.name) : dest;
+    const target = image.resolveParents(destIsDir ? joinRel(dest, doc.name) : dest);
     addParents(target);
     const content = Buffer.from(doc.content, 'utf8');
     out.set(target, {

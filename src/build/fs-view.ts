@@ -83,6 +83,29 @@ export class FsView {
     return undefined;
   }
 
+  /**
+   * The path with every existing symlinked parent replaced by what it points to (inside the image),
+   * as Docker resolves a COPY destination: `lib/x` becomes `usr/lib/x` when `lib -> usr/lib`.
+   * With `followLast`, a last component that is a symlink to a directory is followed too.
+   */
+  resolveParents(path: string, followLast = false): string {
+    this.assertReady();
+    const parts = relative(path).split('/').filter((p) => p !== '');
+    let current = '';
+    for (const [i, part] of parts.entries()) {
+      current = current === '' ? part : `${current}/${part}`;
+      if (i < parts.length - 1 || (followLast && this.isDirectory(current))) current = this.followLinks(current);
+    }
+    return current;
+  }
+
+  private followLinks(rel: string, hops = 0): string {
+    const e = this.entries.get(rel);
+    if (e?.type !== 'symlink' || e.linkname === undefined || hops > 40) return rel;
+    const target = e.linkname.startsWith('/') ? e.linkname : posix.join(posix.dirname('/' + rel), e.linkname);
+    return this.followLinks(this.resolveParents(target), hops + 1);
+  }
+
   private assertReady(): void {
     if (this.loader) throw new Error('internal error: the base image file view was used before ready()');
   }

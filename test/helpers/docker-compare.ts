@@ -16,6 +16,8 @@ export interface CompareCase {
   kilnEnv?: NodeJS.ProcessEnv;
   /** A shell command run in both images (as root); the outputs must match, `ls -l` dates aside. */
   check?: string;
+  /** Context files (path → content). */
+  files?: Record<string, string>;
   /** Paths whose content is expected to differ between two builds (logs, caches with times in them). */
   volatile?: (path: string) => boolean;
 }
@@ -26,6 +28,10 @@ export async function compareWithDocker(c: CompareCase, workDir: string): Promis
   const ctx = join(workDir, c.name);
   await mkdir(ctx, { recursive: true });
   await writeFile(join(ctx, 'Dockerfile'), c.dockerfile);
+  for (const [path, content] of Object.entries(c.files ?? {})) {
+    await mkdir(join(ctx, path, '..'), { recursive: true });
+    await writeFile(join(ctx, path), content);
+  }
   const args = (c.buildArgs ?? []).flatMap((a) => ['--build-arg', a]);
   const kilnTag = `kiln-compare/${c.name}:kiln`;
   const dockerTag = `kiln-compare/${c.name}:docker`;

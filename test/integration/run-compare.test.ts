@@ -18,6 +18,8 @@ interface Case {
   buildArgs?: string[];
   /** A command to run in both images; their outputs must match. */
   check?: string;
+  /** Context files. */
+  files?: Record<string, string>;
 }
 
 const cases: Case[] = [
@@ -37,6 +39,19 @@ const cases: Case[] = [
       'RUN rm /d1 && mkdir /d1 && touch /d1/again && rm /d2 && mkdir -p /d2/back',
     ],
     check: 'ls -la /d1 /d2 /d3',
+  },
+  {
+    name: 'copy-through-symlinks',
+    steps: [
+      'RUN mkdir -p /usr/lib/real /opt/target && ln -s usr/lib /lib && ln -s /opt/target /opt/link && echo old > /usr/lib/real/over',
+      'COPY one.txt /lib/real/',
+      'COPY one.txt /lib/new/deeper/file',
+      'COPY dir /opt/link',
+      'COPY one.txt /lib/real/over',
+      'RUN cat /lib/real/one.txt /opt/target/sub/two.txt /usr/lib/real/over > /seen',
+    ],
+    files: { 'one.txt': 'one\n', 'dir/sub/two.txt': 'two\n' },
+    check: 'cat /seen && ls -la /lib /opt',
   },
   {
     name: 'users-env-workdir',

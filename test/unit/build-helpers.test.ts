@@ -8,6 +8,8 @@ import { cleanContextPath } from '../../src/context/build-context.js';
 import { parseGoDuration } from '../../src/dockerfile/instructions.js';
 import { parseChmod } from '../../src/build/copy.js';
 import { Logger } from '../../src/log/logger.js';
+import { FsView } from '../../src/build/fs-view.js';
+import type { LayerEntry } from '../../src/layer/layer-writer.js';
 
 describe('Go renderings used in image history', () => {
   it('formats durations like time.Duration.String', () => {
@@ -104,5 +106,24 @@ describe('kaniko-style log lines', () => {
     l.addSecret('hunter2');
     l.warn('password is hunter2');
     assert.deepEqual(lines, ['time="2026-01-02T03:04:05Z" level=warning msg="password is ***"\n']);
+  });
+});
+
+describe('COPY destinations through symlinks in the image', () => {
+  const view = new FsView();
+  const at = (path: string, type: 'dir' | 'symlink', linkname?: string): LayerEntry => ({ path, type, mode: 0o755, uid: 0, gid: 0, mtime: new Date(0), ...(linkname ? { linkname } : {}) });
+  view.apply([at('usr', 'dir'), at('usr/lib', 'dir'), at('lib', 'symlink', 'usr/lib'), at('opt', 'dir'), at('opt/abs', 'symlink', '/usr'), at('loop', 'symlink', 'loop'), at('up', 'symlink', '../../../usr')]);
+
+  it('follows symlinked parents inside the image, never above its root', () => {
+    assert.equal(view.resolveParents('/lib/x/y'), 'usr/lib/x/y');
+    assert.equal(view.resolveParents('/opt/abs/lib/x'), 'usr/lib/x');
+    assert.equal(view.resolveParents('/up/lib/x'), 'usr/lib/x');
+    assert.equal(view.resolveParents('/loop/x'), 'loop/x');
+  });
+
+  it('follows the last component only when asked and only to a directory', () => {
+    assert.equal(view.resolveParents('/lib'), 'lib');
+    assert.equal(view.resolveParents('/lib', true), 'usr/lib');
+    assert.equal(view.resolveParents('/loop', true), 'loop');
   });
 });
