@@ -6,7 +6,6 @@ import { posix } from 'node:path';
 import type { BuildContext, ContextFile } from '../context/build-context.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import type { FsView } from './fs-view.js';
-import { relative } from './fs-view.js';
 import type { Identity } from './users.js';
 
 export class CopyError extends Error {}
