@@ -55,6 +55,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       compressionLevel: options.compressionLevel,
       now: new Date(),
       roots: () => (roots ??= makeRootFactory(options)),
+      singleSnapshot: options.singleSnapshot,
     };
     const built = new Map<number, StageImage>();
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
@@ -120,6 +121,7 @@ async function buildStage(
       log.info(instruction.node.original.trim());
       await builder.dispatch(instruction);
     }
+    await builder.complete();
   } finally {
     await builder.finish();
   }

@@ -31,6 +31,8 @@ export interface BuildOptions {
   ignorePaths: string[];
   ignoreVarRun: boolean;
   snapshotMode: 'full' | 'redo' | 'time';
+  /** One layer per stage, written when the stage ends (kaniko's --single-snapshot). */
+  singleSnapshot: boolean;
   reproducible: boolean;
   platform: Platform;
   /** zlib level for layer compression (kaniko's -1 means the library default). */

@@ -21,6 +21,7 @@ import type { RootFactory } from '../rootfs/create-root.js';
 import { SandboxSetupError } from '../isolation/step-process.js';
 import { snapshotLayerEntries } from '../snapshot/snapshot.js';
 import { resolveUser, runArgv, runEnv, runHistory } from './run-step.js';
+import { SquashedChanges } from './single-snapshot.js';
 
 /** The image a stage produces (and a later stage may start FROM). */
 export interface StageImage {
@@ -48,6 +49,8 @@ export interface StageEnvironment {
   now: Date;
   /** Build roots for RUN, made on first use (so builds without RUN never extract anything). */
   roots: () => Promise<RootFactory>;
+  /** --single-snapshot: one layer per stage, written when the stage ends. */
+  singleSnapshot: boolean;
 }
 
 export class StageBuilder {
@@ -59,12 +62,18 @@ export class StageBuilder {
   private readonly stageArgs: [string, string][] = [];
   /** The root RUN steps execute in, once the stage has needed one. */
   private root?: BuildRoot;
+  /** Layers a root must hold: the image's, plus (with --single-snapshot) those kept out of it. */
+  private readonly rootLayers: Descriptor[];
+  /** With --single-snapshot, the stage's changes so far. */
+  private readonly squashed?: SquashedChanges;
 
   constructor(
     private readonly image: StageImage,
     private readonly env: StageEnvironment,
   ) {
     this.lex = new ShellLex(env.escapeToken);
+    this.rootLayers = [...image.layers];
+    if (env.singleSnapshot) this.squashed = new SquashedChanges(() => image.files.clone());
     for (const kv of image.config.config.Env ?? []) {
       const eq = kv.indexOf('=');
       if (eq > 0) this.vars.set(kv.slice(0, eq), kv.slice(eq + 1));
@@ -226,9 +235,14 @@ export class StageBuilder {
       log.info('No files changed in this command, skipping snapshotting.');
       return this.history(createdBy);
     }
+    if (this.squashed) {
+      this.squashed.add(snapshot);
+      this.image.files.applyLayer(snapshot.entries, snapshot.whiteouts, snapshot.opaque);
+      return this.history(createdBy);
+    }
     log.info('Taking snapshot of files...');
-    const entries = snapshotLayerEntries(snapshot);
-    const written = await this.writeLayer(entries);
+    const written = await this.writeLayer(snapshotLayerEntries(snapshot));
+    this.rootLayers.push(written.descriptor);
     root.committed(written.descriptor.digest);
     this.image.files.applyLayer(snapshot.entries, snapshot.whiteouts, snapshot.opaque);
     this.image.config.history.push({ created: this.created(), created_by: createdBy });
@@ -239,11 +253,25 @@ export class StageBuilder {
     if (this.root) return this.root;
     const root = await (await this.env.roots()).create();
     await this.image.files.ready();
-    for (const layer of this.image.layers) {
+    for (const layer of this.rootLayers) {
       await root.addLayer({ digest: layer.digest, open: async () => this.env.store.openVerified(layer.digest) });
     }
     this.root = root;
     return root;
+  }
+
+  /** Ends the stage: with --single-snapshot, writes its one layer. */
+  async complete(): Promise<void> {
+    if (!this.squashed || this.squashed.empty) return;
+    log.info('Taking snapshot of full filesystem...');
+    const snapshot = this.squashed.result();
+    const written = await writeLayer(withAncestors(snapshotLayerEntries(snapshot), this.image.files), this.env.store, {
+      mediaType: layerMediaType(this.image.family),
+      compressionLevel: this.env.compressionLevel,
+    });
+    this.image.layers.push(written.descriptor);
+    this.image.config.rootfs.diff_ids.push(written.diffId);
+    this.image.config.history.push({ created: this.created(), created_by: 'kiln --single-snapshot: the changes of every step of the stage' });
   }
 
   /** Releases the stage's root (its layers stay in the blob store for later stages). */
@@ -317,20 +345,26 @@ export class StageBuilder {
   }
 
   private async addLayer(entries: LayerEntry[], createdBy: string): Promise<void> {
-    const written = await this.writeLayer(entries);
+    // With --single-snapshot the layer is still written, for a root to extract, but kept out of the image.
+    const written = await this.writeLayer(entries, !this.squashed);
+    this.squashed?.add({ entries: withAncestors(entries, this.image.files), whiteouts: [], opaque: [] });
+    this.rootLayers.push(written.descriptor);
     this.image.files.apply(entries);
     // A root already made for RUN gets the layer too, so later steps see the files.
     await this.root?.addLayer({ digest: written.descriptor.digest, open: async () => this.env.store.openVerified(written.descriptor.digest) });
+    if (this.squashed) return this.history(createdBy);
     this.image.config.history.push({ created: this.created(), created_by: createdBy });
   }
 
-  private async writeLayer(entries: LayerEntry[]): Promise<Awaited<ReturnType<typeof writeLayer>>> {
+  private async writeLayer(entries: LayerEntry[], inImage = true): Promise<Awaited<ReturnType<typeof writeLayer>>> {
     const written = await writeLayer(withAncestors(entries, this.image.files), this.env.store, {
       mediaType: layerMediaType(this.image.family),
       compressionLevel: this.env.compressionLevel,
     });
-    this.image.layers.push(written.descriptor);
-    this.image.config.rootfs.diff_ids.push(written.diffId);
+    if (inImage) {
+      this.image.layers.push(written.descriptor);
+      this.image.config.rootfs.diff_ids.push(written.diffId);
+    }
     return written;
   }
 

@@ -136,6 +136,7 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     ignorePaths: list('ignore-path'),
     ignoreVarRun: bool('ignore-var-run'),
     snapshotMode: snapshotModeFlag(str('snapshot-mode') ?? 'full'),
+    singleSnapshot: bool('single-snapshot'),
     reproducible: bool('reproducible'),
     platform: str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform(),
     // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.

@@ -64,7 +64,7 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'kaniko-dir', kind: 'string', default: '/kaniko', env: 'KANIKO_DIR', description: 'kiln\'s own directory in container isolation' },
   { name: 'snapshot-mode', kind: 'string', default: 'full', description: 'full, redo or time' },
   { name: 'snapshotMode', kind: 'string', aliasOf: 'snapshot-mode', description: 'Deprecated: use --snapshot-mode' },
-  { name: 'single-snapshot', kind: 'bool', default: false, notYet: run, description: 'One snapshot at the end of the build' },
+  { name: 'single-snapshot', kind: 'bool', default: false, description: 'One layer per stage, taken at its end' },
   { name: 'use-new-run', kind: 'bool', default: false, description: 'kaniko\'s experimental RUN change detection' },
   { name: 'ignore-path', kind: 'list', description: 'Path to leave out of snapshots (repeatable)' },
   { name: 'ignore-var-run', kind: 'bool', default: true, description: 'Leave /var/run out of snapshots' },

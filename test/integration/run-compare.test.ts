@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { docker, kiln, runCommand } from '../helpers/exec.js';
 import { compareWithDocker } from '../helpers/docker-compare.js';
+import { dockerImageTree } from '../helpers/image-tree.js';
 import { pushBusyboxImage } from '../helpers/base-images.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 
@@ -142,6 +143,30 @@ describe('RUN steps behave as Docker says', () => {
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /no\/such\/tool/);
     assert.match(missing.stderr, /Dockerfile:2/);
+  });
+
+  it('--single-snapshot gives one layer with the same files as one layer per step', async () => {
+    const steps = [
+      'RUN mkdir -p /s/d && echo a > /s/a && echo b > /s/b && echo gone > /s/d/gone',
+      'COPY Dockerfile /s/copied',
+      'RUN rm /s/a /s/d/gone && echo b2 >> /s/b && rm -rf /home/app && mkdir /home/app && touch /home/app/new',
+      'USER app',
+      'RUN echo mine > /tmp/mine',
+    ];
+    const layered = await build('layered', steps);
+    const single = await build('single', steps, ['--single-snapshot']);
+    assert.equal(layered.code, 0, layered.stderr);
+    assert.equal(single.code, 0, single.stderr);
+    await docker(['load', '-i', layered.tar]);
+    await docker(['load', '-i', single.tar]);
+    try {
+      const [l, s1] = await Promise.all(['kiln-run/layered:kiln', 'kiln-run/single:kiln'].map(async (t) => JSON.parse(await docker(['image', 'inspect', t]))[0]));
+      assert.equal(s1.RootFS.Layers.length, 2, 'the base layer and one more');
+      assert.equal(l.RootFS.Layers.length, 5);
+      assert.deepEqual(await dockerImageTree('kiln-run/single:kiln'), await dockerImageTree('kiln-run/layered:kiln'));
+    } finally {
+      await docker(['rmi', 'kiln-run/layered:kiln', 'kiln-run/single:kiln']);
+    }
   });
 
   it('runs steps in a stage FROM an earlier stage that ran steps', async () => {
