@@ -89,6 +89,7 @@ async function makeRootFactory(options: BuildOptions): Promise<RootFactory> {
   const isolation: Isolation = options.isolation;
   const factory = await createRootFactory({
     isolation, kanikoDir: options.kanikoDir, ignorePaths: options.ignorePaths, ignoreVarRun: options.ignoreVarRun, snapshotMode: options.snapshotMode,
+    cleanup: options.cleanup, extractRetries: options.extractRetries,
   });
   log.info(`RUN steps use ${factory.description}`);
   return factory;

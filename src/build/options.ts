@@ -33,6 +33,10 @@ export interface BuildOptions {
   snapshotMode: 'full' | 'redo' | 'time';
   /** One layer per stage, written when the stage ends (kaniko's --single-snapshot). */
   singleSnapshot: boolean;
+  /** Container isolation: empty "/" (but for ignored paths) when the build ends (kaniko's --cleanup). */
+  cleanup: boolean;
+  /** Extra attempts at extracting a layer (kaniko's --image-fs-extract-retry). */
+  extractRetries: number;
   reproducible: boolean;
   platform: Platform;
   /** zlib level for layer compression (kaniko's -1 means the library default). */

@@ -137,6 +137,8 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     ignoreVarRun: bool('ignore-var-run'),
     snapshotMode: snapshotModeFlag(str('snapshot-mode') ?? 'full'),
     singleSnapshot: bool('single-snapshot'),
+    cleanup: bool('cleanup'),
+    extractRetries: nonNegative(values.get('image-fs-extract-retry') as number, 'image-fs-extract-retry'),
     reproducible: bool('reproducible'),
     platform: str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform(),
     // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.

@@ -23,6 +23,10 @@ export interface RootOptions {
   ignorePaths: string[];
   ignoreVarRun: boolean;
   snapshotMode: SnapshotMode;
+  /** Container isolation: wipe "/" when the build ends. */
+  cleanup: boolean;
+  /** Extra attempts at extracting a layer that failed. */
+  extractRetries: number;
 }
 
 export interface RootFactory {
@@ -37,7 +41,7 @@ export async function createRootFactory(options: RootOptions): Promise<RootFacto
   const work = await mkdtemp(join(tmpdir(), 'kiln-root-'));
   // KILN_OVERLAY=0 forces the walk (troubleshooting, and the tests of the fallback).
   if (process.env['KILN_OVERLAY'] !== '0' && await overlayWorks(join(work, 'probe'))) {
-    const dirs = new LayerDirectories(work);
+    const dirs = new LayerDirectories(work, options.extractRetries);
     return { description: 'chroot isolation on overlayfs', create: async () => new OverlayRoot(dirs), dispose: () => dirs.dispose() };
   }
   log.info('overlayfs is not used here: RUN snapshots compare the whole tree before and after each step');
@@ -47,7 +51,7 @@ export async function createRootFactory(options: RootOptions): Promise<RootFacto
     create: async () => {
       const path = join(work, `root${n++}`);
       await mkdir(path);
-      return new DirectoryRoot({ path, isolation: 'chroot', workDir: path + '.work', ignore: () => false, snapshotMode: options.snapshotMode });
+      return new DirectoryRoot({ path, isolation: 'chroot', workDir: path + '.work', ignore: () => false, snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
     },
     dispose: () => rm(work, { recursive: true, force: true }),
   };
@@ -69,7 +73,7 @@ async function containerFactory(options: RootOptions): Promise<RootFactory> {
   log.debug(`Ignore list: ${ignored.map((p) => '/' + p).join(' ')}`);
   const workDir = join(options.kanikoDir, 'run');
   let used = false;
-  const root = new DirectoryRoot({ path: '/', isolation: 'container', workDir, ignore, snapshotMode: options.snapshotMode });
+  const root = new DirectoryRoot({ path: '/', isolation: 'container', workDir, ignore, snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
   return {
     description: 'container isolation',
     create: async () => {
@@ -77,7 +81,10 @@ async function containerFactory(options: RootOptions): Promise<RootFactory> {
       used = true;
       return root;
     },
-    dispose: () => rm(workDir, { recursive: true, force: true }),
+    dispose: async () => {
+      await rm(workDir, { recursive: true, force: true });
+      if (options.cleanup && used) await wipe('/', '', ignored);
+    },
   };
 }
 

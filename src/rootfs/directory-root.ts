@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { extractLayer } from './extract-layer.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { diffTrees, indexTree, type SnapshotMode, type TreeIndex } from '../snapshot/walk-snapshot.js';
+import { withExtractRetries } from './extract-retries.js';
 import { hostsFileText, MOUNT_POINTS, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 
 export interface DirectoryRootOptions {
@@ -18,6 +19,7 @@ export interface DirectoryRootOptions {
   /** In-image paths never extracted over, snapshotted or deleted. */
   ignore: (path: string) => boolean;
   snapshotMode: SnapshotMode;
+  extractRetries: number;
 }
 
 export class DirectoryRoot implements BuildRoot {
@@ -26,7 +28,9 @@ export class DirectoryRoot implements BuildRoot {
   constructor(private readonly options: DirectoryRootOptions) {}
 
   async addLayer(layer: LayerSource): Promise<void> {
-    await extractLayer(await layer.open(), this.options.path, { whiteouts: 'apply', layerName: layer.digest, ignore: this.options.ignore });
+    await withExtractRetries(this.options.extractRetries, layer.digest, async () => {
+      await extractLayer(await layer.open(), this.options.path, { whiteouts: 'apply', layerName: layer.digest, ignore: this.options.ignore });
+    });
     this.index = undefined; // the next step indexes afresh
   }
 

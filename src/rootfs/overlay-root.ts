@@ -5,6 +5,7 @@
 import { chmod, chown, mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from './extract-layer.js';
+import { withExtractRetries } from './extract-retries.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
 import { hostsFileText, MOUNT_POINTS, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
@@ -14,7 +15,7 @@ export class LayerDirectories {
   private readonly byDigest = new Map<string, Promise<string>>();
   private next = 0;
 
-  constructor(readonly workDir: string) {}
+  constructor(readonly workDir: string, private readonly extractRetries = 0) {}
 
   /** A fresh directory name relative to the work dir (short: overlay mount data has a page-size limit). */
   allocate(prefix: string): string {
@@ -39,13 +40,16 @@ export class LayerDirectories {
   private async extract(layer: LayerSource): Promise<string> {
     const rel = this.allocate('l');
     const abs = join(this.workDir, rel);
-    await mkdir(abs, { recursive: true });
-    try {
-      await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest });
-    } catch (e) {
+    await withExtractRetries(this.extractRetries, layer.digest, async () => {
       await rm(abs, { recursive: true, force: true });
-      throw e;
-    }
+      await mkdir(abs, { recursive: true });
+      try {
+        await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest });
+      } catch (e) {
+        await rm(abs, { recursive: true, force: true });
+        throw e;
+      }
+    });
     return rel;
   }
 

@@ -63,6 +63,25 @@ describe('container isolation', () => {
     }
   });
 
+  it('--cleanup leaves the container as it found it', async () => {
+    const ctx = join(dir, 'cleanup');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${base}\nRUN echo x > /made-by-run\n`);
+    const changes = async (extra: string[]): Promise<string> => {
+      const id = (await docker(['create', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace', '--no-push', ...extra])).trim();
+      try {
+        const run = await runCommand('docker', ['start', '-a', id], { env: dockerEnv() });
+        assert.equal(run.code, 0, run.stderr);
+        return await docker(['diff', id]);
+      } finally {
+        await docker(['rm', id]);
+      }
+    };
+    assert.match(await changes([]), /^A \/made-by-run$/m, 'without --cleanup the build root keeps the build');
+    const cleaned = await changes(['--cleanup']);
+    assert.doesNotMatch(cleaned, /made-by-run|^A \/bin/m);
+  });
+
   it('is refused on a host where kiln does not run from its own directory', async () => {
     const ctx = join(dir, 'refused');
     await mkdir(ctx, { recursive: true });

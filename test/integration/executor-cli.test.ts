@@ -83,7 +83,7 @@ describe('executor flags', () => {
     const ctx = await context('flags', 'FROM scratch\nENV A=1\n');
     const ok = await kiln(['executor', '-c', ctx, '--no-push', '--cache=false', '--ignore-var-run=true', '--snapshot-mode', 'full', '--cache-dir=/cache']);
     assert.equal(ok.code, 0, ok.stderr);
-    for (const [flag, issue] of [['--cache', '#6'], ['--cleanup', '#4'], ['--git=branch=main', '#5'], ['--cache-repo=oci:/tmp/x', '#6']]) {
+    for (const [flag, issue] of [['--cache', '#6'], ['--force-build-metadata', '#4'], ['--git=branch=main', '#5'], ['--cache-repo=oci:/tmp/x', '#6']]) {
       const r = await kiln(['executor', '-c', ctx, '--no-push', flag!]);
       assert.equal(r.code, 1, flag);
       assert.match(r.stderr, new RegExp(`--${flag!.slice(2).split('=')[0]} is not supported yet \\(planned in issue ${issue}`));
