@@ -64,6 +64,8 @@ export class StageBuilder {
   private root?: BuildRoot;
   /** Layers a root must hold: the image's, plus (with --single-snapshot) those kept out of it. */
   private readonly rootLayers: Descriptor[];
+  /** VOLUME paths declared so far (container isolation leaves them out of snapshots). */
+  private readonly volumes: string[] = [];
   /** With --single-snapshot, the stage's changes so far. */
   private readonly squashed?: SquashedChanges;
 
@@ -150,7 +152,11 @@ export class StageBuilder {
         const paths = ins.paths.map((p) => this.word(p));
         if (paths.some((p) => p === '')) throw new BuildError('VOLUME specified can not be an empty string', ins.node.startLine);
         cfg.Volumes = { ...(cfg.Volumes ?? {}) };
-        for (const p of paths) cfg.Volumes[p] = {};
+        for (const p of paths) {
+          cfg.Volumes[p] = {};
+          this.volumes.push(p);
+          this.root?.ignoreVolume(p);
+        }
         return this.history(`VOLUME ${goList(paths)}`);
       }
       case 'user':
@@ -252,6 +258,7 @@ export class StageBuilder {
   private async buildRoot(): Promise<BuildRoot> {
     if (this.root) return this.root;
     const root = await (await this.env.roots()).create();
+    for (const v of this.volumes) root.ignoreVolume(v);
     await this.image.files.ready();
     for (const layer of this.rootLayers) {
       await root.addLayer({ digest: layer.digest, open: async () => this.env.store.openVerified(layer.digest) });

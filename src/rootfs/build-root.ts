@@ -29,6 +29,8 @@ export interface BuildRoot {
   addLayer(layer: LayerSource): Promise<void>;
   /** Runs a step; on success its changes become part of the root and are returned. */
   run(step: StepProcess, image: ImageLookup): Promise<StepOutcome>;
+  /** A VOLUME path: container isolation leaves it out of later snapshots, as kaniko does. */
+  ignoreVolume(path: string): void;
   /** Tells the root the digest of the layer kiln wrote from the last snapshot (for reuse). */
   committed(digest: string): void;
   dispose(): Promise<void>;

@@ -24,8 +24,19 @@ export interface DirectoryRootOptions {
 
 export class DirectoryRoot implements BuildRoot {
   private index?: TreeIndex;
+  private readonly volumes: string[] = [];
+  private readonly ignore: (path: string) => boolean;
 
-  constructor(private readonly options: DirectoryRootOptions) {}
+  constructor(private readonly options: DirectoryRootOptions) {
+    this.ignore = (path) => options.ignore(path) || this.volumes.some((v) => path === v || path.startsWith(v + '/'));
+  }
+
+  ignoreVolume(path: string): void {
+    // kaniko's model: after VOLUME, what steps write there is not part of the image.
+    if (this.options.isolation !== 'container') return;
+    const rel = path.replace(/^\/+/, '').replace(/\/+$/, '');
+    if (rel !== '' && !this.volumes.includes(rel)) this.volumes.push(rel);
+  }
 
   async addLayer(layer: LayerSource): Promise<void> {
     await withExtractRetries(this.options.extractRetries, layer.digest, async () => {
@@ -35,7 +46,8 @@ export class DirectoryRoot implements BuildRoot {
   }
 
   async run(step: StepProcess, image: ImageLookup): Promise<StepOutcome> {
-    const { path: root, ignore, snapshotMode, workDir } = this.options;
+    const { path: root, snapshotMode, workDir } = this.options;
+    const ignore = this.ignore;
     const before = this.index ?? indexTree(root, ignore);
     let exitCode: number;
     if (this.options.isolation === 'container') {
@@ -57,7 +69,7 @@ export class DirectoryRoot implements BuildRoot {
     const after = indexTree(root, ignore);
     this.index = after;
     if (exitCode !== 0) return { exitCode };
-    const snapshot = diffTrees(root, before, after, snapshotMode);
+    const snapshot = diffTrees(root, before, after, snapshotMode, ignore);
     return { exitCode, snapshot, snapshotMs: performance.now() - started };
   }
 

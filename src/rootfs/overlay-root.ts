@@ -103,6 +103,10 @@ export class OverlayRoot implements BuildRoot {
     }
   }
 
+  ignoreVolume(): void {
+    // Chroot isolation keeps what steps write under a VOLUME, as BuildKit does.
+  }
+
   committed(digest: string): void {
     if (this.lastUpper) this.dirs.adopt(digest, this.lastUpper);
     this.lastUpper = undefined;

@@ -64,7 +64,7 @@ function changed(a: Indexed, b: Indexed, mode: SnapshotMode): boolean {
 }
 
 /** What changed between two indexes of the same root; `after` is the state on disk now. */
-export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mode: SnapshotMode): Snapshot {
+export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mode: SnapshotMode, ignore: (path: string) => boolean = () => false): Snapshot {
   const snapshot: Snapshot = { entries: [], whiteouts: [], opaque: [] };
   const firstOfInode = new Map<number, string>();
   const paths = [...after.keys()].sort();
@@ -91,7 +91,8 @@ export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mod
   }
   // A deletion needs a whiteout unless its parent went too, or became something other than a directory.
   for (const path of [...before.keys()].sort()) {
-    if (after.has(path)) continue;
+    // Paths ignored since `before` was taken (a VOLUME) are not deletions.
+    if (after.has(path) || ignore(path)) continue;
     const slash = path.lastIndexOf('/');
     const parent = slash < 0 ? '' : path.slice(0, slash);
     if (parent !== '') {

@@ -45,6 +45,11 @@ describe('container isolation', () => {
       'RUN rm -rf /home && mkdir -p /var/lib/data && echo data > /var/lib/data/x && cat /app/app.txt > /app/copy.txt',
       'USER app',
       'RUN id > /tmp/id',
+      // What a step writes under a VOLUME declared before it is left out (kaniko; Docker's builder too).
+      'USER root',
+      'VOLUME /var/lib/data',
+      'RUN echo lost > /var/lib/data/x && echo new > /var/lib/data/new && echo kept > /kept',
+      'USER app',
     ].join('\n') + '\n');
     const target = `${registry.host}/out/container:latest`;
     const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace', `--destination=${target}`], { env: dockerEnv() });
@@ -57,7 +62,8 @@ describe('container isolation', () => {
       const [kTree, dTree] = await Promise.all([dockerImageTree(target), dockerImageTree(dockerTag)]);
       assert.ok(!Object.keys(kTree).some((p) => p === 'kaniko' || p.startsWith('kaniko/') || p.startsWith('workspace')), 'kiln\'s own files leaked into the image');
       assert.deepEqual(kTree, dTree);
-      assert.equal(await docker(['run', '--rm', target, 'cat', '/final', '/app/copy.txt', '/tmp/id']), 'final\nfrom the context\nuid=1000(app) gid=1000(app) groups=1000(app)\n');
+      assert.equal(await docker(['run', '--rm', target, 'cat', '/final', '/app/copy.txt', '/tmp/id', '/var/lib/data/x', '/kept']), 'final\nfrom the context\nuid=1000(app) gid=1000(app) groups=1000(app)\ndata\nkept\n');
+      assert.ok(!('var/lib/data/new' in kTree));
     } finally {
       await docker(['rmi', target, dockerTag]);
     }
