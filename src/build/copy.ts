@@ -18,11 +18,14 @@ export interface CopyPlan {
   inline: { name: string; content: string }[];
   /** Destination after expansion, absolute (already joined with WORKDIR), trailing "/" kept. */
   dest: string;
-  owner: Identity;
+  /** --chown; without it files keep their source's owner (COPY --from) — context files come as 0:0. */
+  owner?: Identity;
   /** Permission bits from --chmod, applied to every copied file and directory. */
   mode?: number;
   /** When set, every timestamp in the layer is this (reproducible builds). */
   fixedMtime?: Date;
+  /** Where sources are looked up, for messages ("the build context", "stage build"). */
+  sourceName?: string;
 }
 
 /** Directories kiln creates itself (missing parents) get a fixed time so layers stay deterministic. */
@@ -37,7 +40,7 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
     }
     const found = await context.match(source);
     if (found.length === 0) {
-      throw new CopyError(`${plan.instruction} failed: "${source}" not found in the build context${context.ignoreFile ? ' or excluded by ' + posix.basename(context.ignoreFile) : ''}`);
+      throw new CopyError(`${plan.instruction} failed: "${source}" not found in ${plan.sourceName ?? 'the build context'}${context.ignoreFile ? ' or excluded by ' + posix.basename(context.ignoreFile) : ''}`);
     }
     matched.push(...found);
   }
@@ -57,14 +60,15 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
     for (let i = 1; i < parts.length; i++) {
       const parent = parts.slice(0, i).join('/');
       if (out.has(parent) || image.isDirectory(parent)) continue;
-      out.set(parent, { path: parent, type: 'dir', mode: CREATED_DIR_MODE, uid: plan.owner.uid, gid: plan.owner.gid, mtime: time(CREATED_DIR_MTIME) });
+      out.set(parent, { path: parent, type: 'dir', mode: CREATED_DIR_MODE, uid: plan.owner?.uid ?? 0, gid: plan.owner?.gid ?? 0, mtime: time(CREATED_DIR_MTIME) });
     }
   };
 
-  const addFile = async (file: ContextFile, unresolved: string): Promise<void> => {
+  /** `isDest`: the destination directory of a directory copy, which Docker makes root's, not the source's. */
+  const addFile = async (file: ContextFile, unresolved: string, isDest = false): Promise<void> => {
     const target = image.resolveParents(unresolved);
     const st = file.stat;
-    const base = { path: target, uid: plan.owner.uid, gid: plan.owner.gid, mtime: time(st.mtime) };
+    const base = { path: target, uid: plan.owner?.uid ?? (isDest ? 0 : st.uid), gid: plan.owner?.gid ?? (isDest ? 0 : st.gid), mtime: time(st.mtime) };
     const mode = plan.mode ?? st.mode & 0o7777;
     if (st.isDirectory()) out.set(target, { ...base, type: 'dir', mode });
     else if (st.isSymbolicLink()) out.set(target, { ...base, type: 'symlink', mode: 0o777, linkname: await readlink(file.abs) });
@@ -87,7 +91,7 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
     if (file.stat.isDirectory()) {
       if (dest !== '') {
         addParents(dest);
-        await addFile(file, dest);
+        await addFile(file, dest, true);
       }
       for (const child of await context.walk(file)) {
         const target = joinRel(dest, child.rel.slice(file.rel === '' ? 0 : file.rel.length + 1));
@@ -105,7 +109,7 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
     addParents(target);
     const content = Buffer.from(doc.content, 'utf8');
     out.set(target, {
-      path: target, type: 'file', mode: plan.mode ?? 0o644, uid: plan.owner.uid, gid: plan.owner.gid,
+      path: target, type: 'file', mode: plan.mode ?? 0o644, uid: plan.owner?.uid ?? 0, gid: plan.owner?.gid ?? 0,
       mtime: time(CREATED_DIR_MTIME), size: content.length, content,
     });
   }

@@ -21,6 +21,8 @@ import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder, type StageEnvironment, type StageImage } from './stage-builder.js';
 import { createRootFactory, type Isolation, type RootFactory } from '../rootfs/create-root.js';
+import { CopySources } from './copy-sources.js';
+import { CopyError } from './copy.js';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -44,6 +46,9 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   const context = await BuildContext.open(options.contextDir, options.dockerfilePath);
   const store = await BlobStore.createTemp('kiln-build-');
   let roots: Promise<RootFactory> | undefined;
+  const copySources = new CopySources(store);
+  let current = 0;
+  const built = new Map<number, StageImage>();
   try {
     const env: StageEnvironment = {
       context, store,
@@ -56,14 +61,15 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       now: new Date(),
       roots: () => (roots ??= makeRootFactory(options)),
       singleSnapshot: options.singleSnapshot,
+      copySource: (from) => copySource(from, current, model, built, copySources, env, options, session),
     };
-    const built = new Map<number, StageImage>();
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
     for (const stage of model.stages.slice(0, target + 1)) {
       if (wanted && !wanted.has(stage.index)) {
         log.info(`Skipping unused stage ${stage.name ?? stage.index}`);
         continue;
       }
+      current = stage.index;
       built.set(stage.index, await buildStage(stage, model, built, env, options, session));
     }
     const unused = [...options.buildArgs.keys()].filter((k) => !env.consumedBuildArgs.has(k) && !env.globalArgs.has(k) && !PREDEFINED_ARGS.has(k));
@@ -77,12 +83,47 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     config.created = options.reproducible ? '1970-01-01T00:00:00Z' : isoSeconds(env.now);
     const image = await assembleImage(config, final.layers, store, final.family);
     await disposeRoots(roots);
+    await copySources.dispose();
     return { image, blobSources: final.blobSources, dispose: () => store.dispose() };
   } catch (e) {
     await disposeRoots(roots);
+    await copySources.dispose();
     await store.dispose();
     throw e;
   }
+}
+
+/** COPY --from: an earlier stage by name or index, else an image reference (BuildKit's order). */
+async function copySource(
+  from: string, current: number, model: DockerfileModel, built: Map<number, StageImage>, sources: CopySources,
+  env: StageEnvironment, options: BuildOptions, session: RegistrySession,
+): Promise<{ files: BuildContext; name: string }> {
+  const stage = /^\d+$/.test(from) ? model.stages[Number(from)] : model.stages.find((s) => s.name === from.toLowerCase());
+  if (stage) {
+    if (stage.index >= current) throw new CopyError(`COPY --from=${from}: stage ${from} is not defined before this one; a stage can copy only from earlier stages`);
+    const image = built.get(stage.index);
+    if (!image) throw new CopyError(`COPY --from=${from}: stage ${from} was skipped (--skip-unused-stages) but this stage needs it`);
+    const files = await sources.files(`stage:${stage.index}`, async () => {
+      await image.files.ready(); // a base never downloaded is downloaded now
+      return image.layers;
+    });
+    return { files, name: `stage ${from}` };
+  }
+  if (/^\d+$/.test(from)) throw new CopyError(`COPY --from=${from}: there is no stage ${from}`);
+  const files = await sources.files(`image:${from}`, async () => {
+    try {
+      const pulled = await pullImage(from, session, {
+        platform: options.platform, maps: options.registryMaps,
+        skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
+      });
+      await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry);
+      return pulled.layers;
+    } catch (e) {
+      if (e instanceof RegistryError || e instanceof InvalidReferenceError || e instanceof DigestMismatchError) throw new CopyError(`COPY --from=${from}: ${e.message}`);
+      throw e;
+    }
+  });
+  return { files, name: `image ${from}` };
 }
 
 async function makeRootFactory(options: BuildOptions): Promise<RootFactory> {
@@ -235,15 +276,41 @@ function globalArgValues(model: DockerfileModel, options: BuildOptions, escapeTo
   return values;
 }
 
-/** The target and every stage it starts FROM, transitively. */
+function safeExpand(lex: ShellLex, word: string, lookup: (k: string) => string | undefined): string {
+  try {
+    return lex.processWord(word, lookup);
+  } catch {
+    return word; // the stage reports the error when it runs
+  }
+}
+
+/** The target and every stage it starts FROM or copies from, transitively. */
 function stagesNeededBy(model: DockerfileModel, target: number, env: StageEnvironment): Set<number> {
   const needed = new Set<number>();
-  let current: number = target;
-  while (current >= 0 && !needed.has(current)) {
-    needed.add(current);
-    const stage = model.stages[current]!;
-    current = baseIndex(model, stage, expandFrom(stage, env));
-  }
+  const lex = new ShellLex(env.escapeToken);
+  const visit = (index: number): void => {
+    if (index < 0 || needed.has(index)) return;
+    needed.add(index);
+    const stage = model.stages[index]!;
+    visit(baseIndex(model, stage, expandFrom(stage, env)));
+    // The stage's ARG defaults (and --build-arg values) as far as they are known before it runs.
+    const args = new Map<string, string | undefined>();
+    const lookup = (k: string): string | undefined => (args.has(k) ? args.get(k) : undefined);
+    for (const ins of stage.instructions) {
+      if (ins.kind === 'arg') {
+        for (const a of ins.args) {
+          if (env.buildArgs.has(a.key)) args.set(a.key, env.buildArgs.get(a.key));
+          else if (a.value !== undefined) args.set(a.key, safeExpand(lex, a.value, lookup));
+          else args.set(a.key, env.globalArgs.get(a.key));
+        }
+      }
+      if (ins.kind !== 'copy' || ins.from === undefined) continue;
+      const from = safeExpand(lex, ins.from, lookup);
+      const source = /^\d+$/.test(from) ? model.stages[Number(from)] : model.stages.find((s) => s.name === from.toLowerCase());
+      if (source && source.index < index) visit(source.index);
+    }
+  };
+  visit(target);
   return needed;
 }
 

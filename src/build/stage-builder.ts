@@ -51,6 +51,8 @@ export interface StageEnvironment {
   roots: () => Promise<RootFactory>;
   /** --single-snapshot: one layer per stage, written when the stage ends. */
   singleSnapshot: boolean;
+  /** COPY --from: the files of an earlier stage (name or index) or of an image. */
+  copySource: (from: string) => Promise<{ files: BuildContext; name: string }>;
 }
 
 export class StageBuilder {
@@ -311,7 +313,9 @@ export class StageBuilder {
   private async copy(ins: CopyInstruction): Promise<void> {
     await this.image.files.ready();
     const name = ins.kind === 'copy' ? 'COPY' : 'ADD';
-    if (ins.from !== undefined) throw new BuildError(`COPY --from is not supported yet (issue #5: multi-stage copies)`, ins.node.startLine);
+    const from = ins.from !== undefined ? this.word(ins.from) : undefined;
+    if (from !== undefined && ins.kind === 'add') throw new BuildError('ADD --from is not supported yet (issue #5)', ins.node.startLine);
+    const source = from !== undefined ? await this.env.copySource(from) : { files: this.env.context, name: 'the build context' };
     for (const [flag, used] of [['--link', ins.link], ['--parents', ins.parents], ['--exclude', ins.excludes.length > 0], ['--checksum', ins.checksum !== undefined], ['--keep-git-dir', ins.keepGitDir], ['--unpack', ins.unpack !== undefined]] as const) {
       if (used) throw new BuildError(`${name} ${flag} is not supported yet (issue #5)`, ins.node.startLine);
     }
@@ -323,17 +327,20 @@ export class StageBuilder {
     const rawDest = this.word(ins.dest);
     const workdir = this.image.config.config.WorkingDir || '/';
     const dest = posix.isAbsolute(rawDest) ? rawDest : posix.join(workdir, rawDest) + (rawDest.endsWith('/') || rawDest === '.' ? '/' : '');
-    const owner = chown ? await this.identity(chown) : { uid: 0, gid: 0 };
+    // Docker: context files belong to 0:0; files from a stage or an image keep their owner.
+    const owner = chown ? await this.identity(chown) : from === undefined ? { uid: 0, gid: 0 } : undefined;
     const entries = await planCopy(
       {
         instruction: name, sources, inline, dest, owner,
         mode: chmod !== undefined ? parseChmod(chmod) : undefined,
         fixedMtime: this.env.reproducible ? new Date(0) : undefined,
+        sourceName: source.name,
       },
-      this.env.context,
+      source.files,
       this.image.files,
     );
     let createdBy = name;
+    if (from !== undefined) createdBy += ` --from=${from}`;
     if (chown) createdBy += ` --chown=${chown}`;
     if (chmod) createdBy += ` --chmod=${chmod}`;
     for (const s of sources) createdBy += ' ' + s;

@@ -45,6 +45,11 @@ export class BuildContext {
     return new BuildContext(root, ignore(), false, undefined);
   }
 
+  /** A directory seen whole, with no ignore rules: an earlier stage's or an image's files (COPY --from). */
+  static plain(root: string): BuildContext {
+    return new BuildContext(root, ignore(), false, undefined);
+  }
+
   excluded(rel: string): boolean {
     return rel !== '' && this.rules.ignores(rel);
   }
@@ -70,8 +75,10 @@ export class BuildContext {
         throw e;
       }
       const next: string[] = [];
-      for (const dir of matches) {
-        const names = await readdir(join(this.root, dir)).catch(() => [] as string[]);
+      for (const unresolved of matches) {
+        const dir = await this.resolveParents(unresolved, true);
+        if (dir === undefined) continue;
+        const names = await readdir(dir === '' ? this.root : join(this.root, dir)).catch(() => [] as string[]);
         for (const name of names.sort()) if (re.test(name)) next.push(dir === '' ? name : `${dir}/${name}`);
       }
       matches = next;
@@ -119,8 +126,37 @@ export class BuildContext {
     return readFile(join(this.root, cleanContextPath(rel)), 'utf8');
   }
 
-  private async lookup(rel: string, followSymlinks: boolean): Promise<ContextFile | undefined> {
-    if (rel !== '' && this.excluded(rel)) return undefined;
+  /**
+   * The path with symlinked parents resolved inside the context, as if its root were "/" (a parent
+   * joined onto the host path would follow an absolute link to the host's own files).
+   */
+  private async resolveParents(rel: string, followLast: boolean, hops = 0): Promise<string | undefined> {
+    if (hops > 40) throw new ContextError(`too many levels of symbolic links resolving "${rel}" in the build context`);
+    const parts = rel.split('/').filter((p) => p !== '');
+    let resolved = '';
+    for (const [i, part] of parts.entries()) {
+      const candidate = resolved === '' ? part : `${resolved}/${part}`;
+      if (i === parts.length - 1 && !followLast) return candidate;
+      const abs = join(this.root, candidate);
+      const st = await lstat(abs).catch(() => undefined);
+      if (!st) return i === parts.length - 1 ? candidate : undefined;
+      if (!st.isSymbolicLink()) {
+        resolved = candidate;
+        continue;
+      }
+      const target = await readlink(abs);
+      const base = target.startsWith('/') ? target : posix.join(posix.dirname('/' + candidate), target);
+      const next = await this.resolveParents(posix.normalize('/' + base).replace(/^\/+/, '').replace(/\/$/, ''), true, hops + 1);
+      if (next === undefined) return undefined;
+      resolved = next;
+    }
+    return resolved;
+  }
+
+  private async lookup(unresolved: string, followSymlinks: boolean): Promise<ContextFile | undefined> {
+    if (unresolved !== '' && this.excluded(unresolved)) return undefined;
+    const rel = await this.resolveParents(unresolved, false);
+    if (rel === undefined) return undefined;
     let current = rel;
     for (let hops = 0; hops < 40; hops++) {
       const abs = current === '' ? this.root : join(this.root, current);
@@ -130,7 +166,9 @@ export class BuildContext {
       // Resolve the link inside the context, as if the context root were "/".
       const target = await readlink(abs);
       const base = target.startsWith('/') ? target : posix.join(posix.dirname('/' + current), target);
-      current = posix.normalize('/' + base).replace(/^\/+/, '').replace(/\/$/, '');
+      const resolved = await this.resolveParents(posix.normalize('/' + base).replace(/^\/+/, '').replace(/\/$/, ''), false);
+      if (resolved === undefined) return undefined;
+      current = resolved;
       if (current !== '' && this.excluded(current)) return undefined;
     }
     throw new ContextError(`too many levels of symbolic links resolving "${rel}" in the build context`);

@@ -42,6 +42,20 @@ const cases: Case[] = [
     check: 'ls -la /d1 /d2 /d3',
   },
   {
+    name: 'copy-from-stages-and-images',
+    steps: [
+      'RUN mkdir -p /out/bin /opt/real && echo tool > /out/bin/tool && chmod 750 /out/bin/tool && ln -s tool /out/bin/link && ln -s /opt/real /opt/abs && echo r > /opt/real/f && chown -R 1000:1000 /out',
+      'FROM BASE',
+      'COPY --from=0 /out/bin/ /usr/local/bin/',
+      'COPY --from=0 /out /copied-out',
+      'COPY --from=0 /out/bin/tool /tool-by-index',
+      'COPY --from=0 --chown=app:app /opt/abs/f /f-through-abs-link',
+      'COPY --from=BASE /etc/passwd /from-image/',
+      'RUN cat /usr/local/bin/tool /f-through-abs-link > /seen',
+    ],
+    check: 'cat /seen && ls -la /usr/local/bin /copied-out /copied-out/bin',
+  },
+  {
     name: 'copy-through-symlinks',
     steps: [
       'RUN mkdir -p /usr/lib/real /opt/target && ln -s usr/lib /lib && ln -s /opt/target /opt/link && echo old > /usr/lib/real/over',
@@ -96,7 +110,8 @@ after(async () => {
 describe('RUN matches docker build (busybox base)', () => {
   for (const c of cases) {
     it(c.name, async () => {
-      await compareWithDocker({ ...c, dockerfile: [`FROM ${base}`, ...c.steps].join('\n') + '\n' }, dir);
+      const lines = [`FROM ${base}`, ...c.steps].map((l) => l.replaceAll('BASE', base));
+      await compareWithDocker({ ...c, dockerfile: lines.join('\n') + '\n' }, dir);
     });
   }
 });
@@ -143,6 +158,19 @@ describe('RUN steps behave as Docker says', () => {
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /no\/such\/tool/);
     assert.match(missing.stderr, /Dockerfile:2/);
+  });
+
+  it('COPY --from names what is missing, refuses later stages, and keeps needed stages with --skip-unused-stages', async () => {
+    const missing = await build('from-missing', [`FROM ${base} AS build`, 'RUN echo x > /x', `FROM ${base}`, 'COPY --from=build /nothing /n']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /Dockerfile:4: COPY failed: "\/nothing" not found in stage build/);
+    const later = await build('from-later', [`FROM ${base}`, 'COPY --from=after /x /x', `FROM ${base} AS after`]);
+    assert.equal(later.code, 1);
+    assert.match(later.stderr, /Dockerfile:2: COPY --from=after: stage after is not defined before this one/);
+    const skip = await build('from-skip', [
+      `FROM ${base} AS unused`, 'RUN exit 1', `FROM ${base} AS needed`, 'RUN echo needed > /n', `FROM ${base}`, 'ARG SRC=needed', 'COPY --from=${SRC} /n /n',
+    ], ['--skip-unused-stages']);
+    assert.equal(skip.code, 0, skip.stderr);
   });
 
   it('--single-snapshot gives one layer with the same files as one layer per step', async () => {
