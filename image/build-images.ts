@@ -1,0 +1,107 @@
+// `npm run image`: kiln's executor images, built by kiln itself (FROM scratch + COPY), laid out as
+// kaniko's so a GitLab job only changes its `image:` line: /kaniko/executor, /kaniko/warmer,
+// /kaniko/.docker/, /kaniko/ssl/certs/ca-certificates.crt. Node.js, the libraries it links with and
+// their dynamic loader live under /kaniko too, so kiln keeps running after a build in container
+// isolation has replaced /lib, /usr and /etc. The debug image adds busybox at /busybox.
+import { spawn } from 'node:child_process';
+import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const BUSYBOX = '/bin/busybox';
+const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+
+export interface KilnImage {
+  debug: boolean;
+  /** Name the image gets in the archive, e.g. kiln:debug. */
+  tag: string;
+  /** Where the docker-archive is written. */
+  tarPath: string;
+}
+
+function run(file: string, args: string[], cwd = repoRoot): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${file} ${args.join(' ')} exited ${code}:\n${err}`))));
+  });
+}
+
+/** The files of the image, under ctx/kaniko (and ctx/busybox for debug), and its Dockerfile. */
+async function prepareContext(ctx: string, debug: boolean): Promise<void> {
+  const kaniko = join(ctx, 'kaniko');
+  await mkdir(join(kaniko, 'lib'), { recursive: true });
+  await copyFile(process.execPath, join(kaniko, 'node'));
+  // Every library node links with, under the name the loader looks for, and the loader as lib/ld.so.
+  for (const line of (await run('ldd', [process.execPath])).split('\n')) {
+    const linked = /^\s*(\S+)\s+=>\s+(\/\S+)/.exec(line);
+    const loader = /^\s*(\/\S+)\s+\(/.exec(line);
+    if (linked) await copyFile(linked[2]!, join(kaniko, 'lib', basename(linked[1]!)));
+    else if (loader) await copyFile(loader[1]!, join(kaniko, 'lib', 'ld.so'));
+  }
+  for (const command of ['executor', 'warmer']) await copyFile(join(repoRoot, 'dist', 'native', 'kiln-launch'), join(kaniko, command));
+  const app = join(kaniko, 'kiln');
+  await mkdir(app, { recursive: true });
+  await copyFile(join(repoRoot, 'package.json'), join(app, 'package.json'));
+  await cp(join(repoRoot, 'dist', 'src'), join(app, 'dist', 'src'), { recursive: true });
+  await mkdir(join(app, 'dist', 'native'), { recursive: true });
+  await copyFile(join(repoRoot, 'dist', 'native', 'kiln-sandbox'), join(app, 'dist', 'native', 'kiln-sandbox'));
+  const production = (await run('npm', ['ls', '--omit=dev', '--all', '--parseable'])).split('\n').filter((p) => p.includes('node_modules'));
+  for (const dir of production) await cp(dir, join(app, relative(repoRoot, dir)), { recursive: true });
+  await mkdir(join(kaniko, '.docker'), { recursive: true });
+  await mkdir(join(kaniko, 'ssl', 'certs'), { recursive: true });
+  await copyFile(CA_BUNDLE, join(kaniko, 'ssl', 'certs', 'ca-certificates.crt'));
+  const path = ['/usr/local/bin', '/kaniko', ...(debug ? ['/busybox'] : [])].join(':');
+  const lines = ['FROM scratch', 'COPY kaniko /kaniko'];
+  if (debug) {
+    const busybox = join(ctx, 'busybox');
+    await mkdir(busybox);
+    await copyFile(BUSYBOX, join(busybox, 'busybox'));
+    await chmod(join(busybox, 'busybox'), 0o755);
+    for (const applet of (await run(BUSYBOX, ['--list'])).split('\n').filter(Boolean)) {
+      if (applet !== 'busybox') await symlink('busybox', join(busybox, applet));
+    }
+    // kaniko's debug image: a volume is a mount point, so container isolation never touches it.
+    lines.push('COPY busybox /busybox', 'VOLUME /busybox');
+  }
+  lines.push(
+    `ENV PATH=${path} HOME=/root USER=root SSL_CERT_DIR=/kaniko/ssl/certs DOCKER_CONFIG=/kaniko/.docker/ KILN_ISOLATION=container`,
+    'WORKDIR /workspace',
+    'ENTRYPOINT ["/kaniko/executor"]',
+  );
+  await writeFile(join(ctx, 'Dockerfile'), lines.join('\n') + '\n');
+}
+
+/** Builds one image with kiln (bin/kiln, already built) into a docker-archive. */
+export async function buildKilnImage(image: KilnImage): Promise<void> {
+  const ctx = await mkdtemp(join(tmpdir(), 'kiln-image-'));
+  try {
+    await prepareContext(ctx, image.debug);
+    await run(join(repoRoot, 'bin', 'kiln'), ['executor', '--context', ctx, '--no-push', '--destination', image.tag, '--tar-path', image.tarPath, '--reproducible', '-v', 'warn']);
+  } finally {
+    await rm(ctx, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const version = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')).version as string;
+  for (const [debug, tag, file] of [[false, 'kiln:latest', 'kiln.tar'], [true, 'kiln:debug', 'kiln-debug.tar']] as const) {
+    const tarPath = join(repoRoot, 'dist', file);
+    await buildKilnImage({ debug, tag, tarPath });
+    const { size } = await import('node:fs/promises').then((fs) => fs.stat(tarPath));
+    console.log(`${tarPath}: ${tag} (kiln ${version}), ${(size / 1e6).toFixed(1)} MB compressed layers in a docker-archive`);
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exitCode = 1;
+  });
+}
