@@ -15,6 +15,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 bash scripts/install.sh
+# gitlab-ci-local runs the GitLab job end to end; it stays out of kiln's own dependencies because one
+# of its packages (re2) compiles for minutes. 4.60.0 is the last release that runs on Node.js 20.
+glci=.cache/gitlab-ci-local
+if [ "$(cat "$glci/version" 2>/dev/null)" != 4.60.0 ]; then
+  rm -rf "$glci" && mkdir -p "$glci"
+  npm install --prefix "$glci" --no-save --no-audit --no-fund --loglevel=error gitlab-ci-local@4.60.0
+  echo 4.60.0 > "$glci/version"
+fi
 npm run lint --silent
 npm run typecheck --silent
 
