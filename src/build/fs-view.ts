@@ -7,6 +7,8 @@ import type { LayerEntry } from '../layer/layer-writer.js';
 
 export class FsView {
   private readonly entries = new Map<string, LayerEntry>();
+  /** Paths directly under each directory path ("" is the root): subtrees go in time proportional to their size. */
+  private readonly children = new Map<string, Set<string>>();
   /** For a base image whose listing is read only when an instruction first needs it. */
   private loader?: () => Promise<FsView>;
 
@@ -22,13 +24,13 @@ export class FsView {
     const load = this.loader;
     if (!load) return;
     this.loader = undefined;
-    for (const [k, v] of (await load()).entries) this.entries.set(k, v);
+    for (const v of (await load()).entries.values()) this.set(v);
   }
 
   clone(): FsView {
     if (this.loader) return FsView.lazy(this.loader);
     const copy = new FsView();
-    for (const [k, v] of this.entries) copy.entries.set(k, v);
+    for (const v of this.entries.values()) copy.set(v);
     return copy;
   }
 
@@ -36,28 +38,42 @@ export class FsView {
   apply(layer: readonly LayerEntry[]): void {
     this.assertReady();
     for (const e of layer) {
-      if (e.type !== 'dir') {
-        // A non-directory replaces whatever tree was at that path.
-        const prefix = e.path + '/';
-        for (const key of [...this.entries.keys()]) if (key.startsWith(prefix)) this.entries.delete(key);
-      }
-      this.entries.set(e.path, e);
+      // A non-directory replaces whatever tree was at that path.
+      if (e.type !== 'dir') this.removeBelow(e.path);
+      this.set(e);
     }
   }
 
   /** Stacks a base-image layer: opaque directories and whiteouts hide lower entries first. */
   applyLayer(entries: readonly LayerEntry[], whiteouts: readonly string[], opaque: readonly string[]): void {
     for (const dir of opaque) this.removeBelow(dir);
-    for (const path of whiteouts) {
-      this.entries.delete(path);
-      this.removeBelow(path);
-    }
+    for (const path of whiteouts) this.remove(path);
     this.apply(entries);
   }
 
+  private set(e: LayerEntry): void {
+    this.entries.set(e.path, e);
+    if (e.path === '') return;
+    const parent = parentOf(e.path);
+    let siblings = this.children.get(parent);
+    if (!siblings) this.children.set(parent, (siblings = new Set()));
+    siblings.add(e.path);
+  }
+
+  private remove(path: string): void {
+    this.removeBelow(path);
+    this.entries.delete(path);
+    this.children.get(parentOf(path))?.delete(path);
+  }
+
   private removeBelow(dir: string): void {
-    const prefix = dir === '' ? '' : dir + '/';
-    for (const key of [...this.entries.keys()]) if (key.startsWith(prefix) && key !== dir) this.entries.delete(key);
+    const below = this.children.get(dir);
+    if (!below) return;
+    this.children.delete(dir);
+    for (const child of below) {
+      this.removeBelow(child);
+      this.entries.delete(child);
+    }
   }
 
   get(path: string): LayerEntry | undefined {
@@ -118,6 +134,11 @@ export class FsView {
     if (e.source) return readFile(e.source, 'utf8');
     return undefined;
   }
+}
+
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash < 0 ? '' : path.slice(0, slash);
 }
 
 /** "/a/b/" → "a/b"; "/" → "". */

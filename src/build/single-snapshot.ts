@@ -36,7 +36,8 @@ export class SquashedChanges {
       if (this.inBase(path)) this.whiteouts.add(path);
     }
     for (const entry of change.entries) {
-      if (entry.type !== 'dir') this.dropBelow(entry.path);
+      // Only a directory already gathered can have gathered entries below it.
+      if (entry.type !== 'dir' && this.entries.get(entry.path)?.type === 'dir') this.dropBelow(entry.path);
       // Deleted, then made again: a directory must hide what the base had in it.
       if (this.whiteouts.delete(entry.path) && entry.type === 'dir' && this.inBase(entry.path)?.type === 'dir') this.opaque.add(entry.path);
       this.entries.set(entry.path, entry);
