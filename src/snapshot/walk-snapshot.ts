@@ -67,11 +67,15 @@ function changed(a: Indexed, b: Indexed, mode: SnapshotMode): boolean {
 export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mode: SnapshotMode, ignore: (path: string) => boolean = () => false): Snapshot {
   const snapshot: Snapshot = { entries: [], whiteouts: [], opaque: [] };
   const firstOfInode = new Map<number, string>();
-  const paths = [...after.keys()].sort();
-  for (const path of paths) {
-    const now = after.get(path)!;
+  // Only what changed is sorted (hard links are paired in path order): sorting every path costs more
+  // than the comparison itself on a large root.
+  const changedPaths: string[] = [];
+  for (const [path, now] of after) {
     const was = before.get(path);
-    if (was && !changed(was, now, mode)) continue;
+    if (!was || changed(was, now, mode)) changedPaths.push(path);
+  }
+  for (const path of changedPaths.sort()) {
+    const now = after.get(path)!;
     const abs = join(root, path);
     if (now.kind === 0o100000 && now.nlink > 1) {
       const first = firstOfInode.get(now.ino);
@@ -90,9 +94,11 @@ export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mod
     snapshot.entries.push(entryFromDisk(abs, path, st));
   }
   // A deletion needs a whiteout unless its parent went too, or became something other than a directory.
-  for (const path of [...before.keys()].sort()) {
+  const deleted: string[] = [];
+  for (const path of before.keys()) if (!after.has(path)) deleted.push(path);
+  for (const path of deleted.sort()) {
     // Paths ignored since `before` was taken (a VOLUME) are not deletions.
-    if (after.has(path) || ignore(path)) continue;
+    if (ignore(path)) continue;
     const slash = path.lastIndexOf('/');
     const parent = slash < 0 ? '' : path.slice(0, slash);
     if (parent !== '') {
