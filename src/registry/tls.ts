@@ -63,9 +63,10 @@ export async function registryTlsOptions(registry: string, purpose: RegistryPurp
   const registryCa = registryLookup(options.registryCertificates, registry);
   if (registryCa !== undefined) {
     const pem = await readOrFail(registryCa, registry, '--registry-certificate');
-    const certs = splitCertificates(pem, registryCa);
-    if (certs.length === 0) throw new RegistryError(`--registry-certificate for ${registry}: ${registryCa} holds no PEM certificate`, registry);
-    ca.push(...certs);
+    const certs = new Map<string, string>();
+    splitCertificates(pem, registryCa, certs);
+    if (certs.size === 0) throw new RegistryError(`--registry-certificate for ${registry}: ${registryCa} holds no PEM certificate`, registry);
+    ca.push(...certs.values());
   }
   const result: RegistryTlsOptions = { ca, rejectUnauthorized: !skipsTlsVerify(registry, purpose, options) };
   const client = registryLookup(options.registryClientCertificates, registry);
@@ -91,16 +92,16 @@ function sharedTrust(options: RegistryOptions): Promise<string[]> {
   let trust = sharedTrustCache.get(options);
   if (!trust) {
     trust = (async () => {
-      const ca = new Set(rootCertificates.map((c) => c.trim()));
-      for (const dir of options.certificateDirectories) for (const c of await certificatesInDirectory(dir)) ca.add(c.trim());
+      const ca = new Map<string, string>(rootCertificates.map((c) => [certificateKey(c), c.trim()]));
+      for (const dir of options.certificateDirectories) await certificatesInDirectory(dir, ca);
       for (const file of options.certificateFiles) {
         try {
-          for (const c of splitCertificates(await readFile(file, 'utf8'), file)) ca.add(c.trim());
+          splitCertificates(await readFile(file, 'utf8'), file, ca);
         } catch (e) {
           log.warn(`Cannot read CA bundle ${file}: ${(e as Error).message}; continuing without it`);
         }
       }
-      return [...ca];
+      return [...ca.values()];
     })();
     sharedTrustCache.set(options, trust);
   }
@@ -115,40 +116,48 @@ async function readOrFail(path: string, registry: string, flag: string): Promise
   }
 }
 
-/** *.crt and *.pem files of a directory (kaniko's /kaniko/ssl/certs, SSL_CERT_DIR); absent directories are skipped. */
-async function certificatesInDirectory(dir: string): Promise<string[]> {
+/** Adds the certificates of the *.crt and *.pem files of a directory (kaniko's /kaniko/ssl/certs, SSL_CERT_DIR) to `into`; absent directories are skipped. */
+async function certificatesInDirectory(dir: string, into: Map<string, string>): Promise<void> {
   let names: string[];
   try {
     names = await readdir(dir);
   } catch {
-    return [];
+    return;
   }
-  const certs: string[] = [];
   for (const name of names.filter((n) => /\.(crt|pem)$/i.test(n)).sort()) {
     const path = join(dir, name);
     try {
-      certs.push(...splitCertificates(await readFile(path, 'utf8'), path));
+      splitCertificates(await readFile(path, 'utf8'), path, into);
     } catch (e) {
       log.debug(`Skipping ${path}: ${(e as Error).message}`);
     }
   }
-  return certs;
+}
+
+/** A certificate's base64 body: the same certificate is often wrapped or spaced differently. */
+function certificateKey(pem: string): string {
+  return pem.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, '');
 }
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-/** The PEM certificates of a bundle; unparsable blocks are dropped with a warning, since one bad block would break every handshake. */
-function splitCertificates(text: string, source: string): string[] {
-  const certs: string[] = [];
+/**
+ * Adds a bundle's PEM certificates to `into`; unparsable blocks are dropped with a warning, since one
+ * bad block would break every handshake. Certificates already there are not parsed again: the
+ * system bundle and the directory beside it repeat each other and Node's own roots (~1 ms each).
+ */
+function splitCertificates(text: string, source: string, into: Map<string, string>): void {
   for (const block of text.match(PEM_BLOCK) ?? []) {
+    const pem = block.trim();
+    const key = certificateKey(pem);
+    if (into.has(key)) continue;
     try {
-      new X509Certificate(block);
-      certs.push(block);
+      new X509Certificate(pem);
+      into.set(key, pem);
     } catch {
       log.warn(`Ignoring a malformed certificate in ${source}`);
     }
   }
-  return certs;
 }
 
 /** OpenSSL/Node error codes of a failed verification, in words. */
