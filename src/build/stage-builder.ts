@@ -238,7 +238,8 @@ export class StageBuilder {
     }
     const createdBy = runHistory(argv, this.stageArgs) + ' # buildkit';
     const snapshot = outcome.snapshot;
-    log.debug(`Snapshot took ${(outcome.snapshotMs ?? 0).toFixed(1)} ms: ${snapshot.entries.length} entries, ${snapshot.whiteouts.length} whiteouts`);
+    const sample = [...snapshot.entries.map((e) => e.path), ...snapshot.whiteouts.map((p) => `-${p}`)].slice(0, 5).join(' ');
+    log.debug(`Snapshot took ${(outcome.snapshotMs ?? 0).toFixed(1)} ms: ${snapshot.entries.length} entries, ${snapshot.whiteouts.length} whiteouts${sample ? ` (${sample}${snapshot.entries.length + snapshot.whiteouts.length > 5 ? ' ...' : ''})` : ''}`);
     if (snapshot.entries.length === 0 && snapshot.whiteouts.length === 0 && snapshot.opaque.length === 0) {
       log.info('No files changed in this command, skipping snapshotting.');
       return this.history(createdBy);

@@ -2,7 +2,7 @@
 // changes are found by comparing an lstat index of the tree before and after the step. Used for
 // chroot isolation where overlayfs is unavailable, and for container isolation, where the tree is
 // "/" itself and kiln's own files and the container's mounts are left out (the ignore list).
-import { lstat, mkdir, readFile, rm, rmdir, unlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readFile, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from './extract-layer.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
@@ -50,10 +50,13 @@ export class DirectoryRoot implements BuildRoot {
     const ignore = this.ignore;
     const before = this.index ?? indexTree(root, ignore);
     let exitCode: number;
+    /** Directories whose change time kiln moved (by making mount points in them): compared without it. */
+    let relaxed: string[] = [];
     if (this.options.isolation === 'container') {
       exitCode = await runStepProcess(step, { kind: 'container' });
     } else {
-      const created = await makeMountPoints(root, image);
+      const made = await makeMountPoints(root, image);
+      relaxed = [...made.parents.keys()];
       const hostsFile = join(workDir, 'hosts');
       const resolvFile = join(workDir, 'resolv.conf');
       await mkdir(workDir, { recursive: true });
@@ -62,14 +65,14 @@ export class DirectoryRoot implements BuildRoot {
       try {
         exitCode = await runStepProcess(step, { kind: 'chroot', root, workDir, hostsFile, resolvFile, hostname: STEP_HOSTNAME });
       } finally {
-        await removeMountPoints(root, created);
+        await removeMountPoints(root, made);
       }
     }
     const started = performance.now();
     const after = indexTree(root, ignore);
     this.index = after;
     if (exitCode !== 0) return { exitCode };
-    const snapshot = diffTrees(root, before, after, snapshotMode, ignore);
+    const snapshot = diffTrees(root, before, after, snapshotMode, ignore, new Set(relaxed));
     return { exitCode, snapshot, snapshotMs: performance.now() - started };
   }
 
@@ -84,8 +87,16 @@ export class DirectoryRoot implements BuildRoot {
 }
 
 /** Creates the mount points the image lacks, returning them (deepest last) to remove after the step. */
-async function makeMountPoints(root: string, image: ImageLookup): Promise<string[]> {
+interface MadeMountPoints {
+  /** What kiln created, in creation order. */
+  created: string[];
+  /** Existing directories a mount point was created in, with their mtimes, to put back afterwards. */
+  parents: Map<string, Date>;
+}
+
+async function makeMountPoints(root: string, image: ImageLookup): Promise<MadeMountPoints> {
   const created: string[] = [];
+  const parents = new Map<string, Date>();
   for (const { path, type } of MOUNT_POINTS) {
     if (image(path)) continue;
     const parts = path.split('/');
@@ -93,15 +104,17 @@ async function makeMountPoints(root: string, image: ImageLookup): Promise<string
       const sub = parts.slice(0, i).join('/');
       const abs = join(root, sub);
       if (await exists(abs)) continue;
+      const parent = parts.slice(0, i - 1).join('/');
+      if (parent !== '' && !created.includes(parent) && !parents.has(parent)) parents.set(parent, (await lstat(join(root, parent))).mtime);
       if (i < parts.length || type === 'dir') await mkdir(abs);
       else await writeFile(abs, '');
       created.push(sub);
     }
   }
-  return created;
+  return { created, parents };
 }
 
-async function removeMountPoints(root: string, created: string[]): Promise<void> {
+async function removeMountPoints(root: string, { created, parents }: MadeMountPoints): Promise<void> {
   for (const sub of [...created].reverse()) {
     const abs = join(root, sub);
     const st = await lstat(abs).catch(() => undefined);
@@ -110,6 +123,8 @@ async function removeMountPoints(root: string, created: string[]): Promise<void>
     if (st.isDirectory()) await rmdir(abs).catch(() => undefined);
     else if (st.isFile() && st.size === 0) await unlink(abs);
   }
+  // Put the time back for the image's sake; the walk compares these directories without times.
+  for (const [parent, mtime] of parents) await utimes(join(root, parent), mtime, mtime).catch(() => undefined);
 }
 
 async function exists(abs: string): Promise<boolean> {

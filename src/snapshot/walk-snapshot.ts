@@ -63,8 +63,18 @@ function changed(a: Indexed, b: Indexed, mode: SnapshotMode): boolean {
   return redo || a.ctimeMs !== b.ctimeMs || a.ino !== b.ino;
 }
 
+/** For a directory kiln itself wrote into and cleaned up: only its type, mode and owner count. */
+function ownerOrModeChanged(a: Indexed, b: Indexed): boolean {
+  return a.kind !== b.kind || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid;
+}
+
 /** What changed between two indexes of the same root; `after` is the state on disk now. */
-export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mode: SnapshotMode, ignore: (path: string) => boolean = () => false): Snapshot {
+export function diffTrees(
+  root: string, before: TreeIndex, after: TreeIndex, mode: SnapshotMode,
+  ignore: (path: string) => boolean = () => false,
+  /** Directories whose times moved for reasons of kiln's own (mount points made in them). */
+  relaxed: ReadonlySet<string> = new Set(),
+): Snapshot {
   const snapshot: Snapshot = { entries: [], whiteouts: [], opaque: [] };
   const firstOfInode = new Map<number, string>();
   // Only what changed is sorted (hard links are paired in path order): sorting every path costs more
@@ -72,7 +82,7 @@ export function diffTrees(root: string, before: TreeIndex, after: TreeIndex, mod
   const changedPaths: string[] = [];
   for (const [path, now] of after) {
     const was = before.get(path);
-    if (!was || changed(was, now, mode)) changedPaths.push(path);
+    if (!was || (relaxed.has(path) ? ownerOrModeChanged(was, now) : changed(was, now, mode))) changedPaths.push(path);
   }
   for (const path of changedPaths.sort()) {
     const now = after.get(path)!;
