@@ -1,31 +1,22 @@
 // `npm run bench`: kiln against its peers on this machine, in one run, alternating, reporting
 // medians and kiln/peer ratios (absolute times on shared machines mean little; ratios do).
-// Workload today (issue #3): pull and push of a ~200 MB multi-layer image between two local
-// distribution registries — kiln (FROM the image, push elsewhere) versus `skopeo copy`.
+// Suites, chosen with KILN_BENCH (comma list, default all):
+//   registry  (issue #3) pull and push of a ~200 MB multi-layer image between two local
+//             distribution registries — kiln (FROM the image, push elsewhere) versus `skopeo copy`.
+//   snapshot  (issue #4) RUN snapshot cost on 10k/100k-file roots, per isolation mode, versus
+//             buildah and kaniko (bench/snapshot.ts).
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kiln, mustRun } from '../test/helpers/exec.js';
-import { repoRoot } from '../test/helpers/paths.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
+import { markdownTable, median, REPETITIONS, timed, writeResults } from './common.js';
+import { snapshotSuite } from './snapshot.js';
 
 interface Measurement { tool: string; seconds: number; }
 
-const REPETITIONS = Number(process.env.KILN_BENCH_REPETITIONS ?? 3);
 const LAYER_MB = [80, 60, 40, 20];
-
-async function timed(work: () => Promise<unknown>): Promise<number> {
-  const start = process.hrtime.bigint();
-  await work();
-  return Number(process.hrtime.bigint() - start) / 1e9;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
 
 async function makeBigImage(dir: string, source: TestRegistry): Promise<string> {
   // Random bytes: incompressible, so compression cost does not hide transfer cost.
@@ -62,7 +53,7 @@ async function pullPushRound(dir: string, image: string, round: number): Promise
   }
 }
 
-async function main(): Promise<void> {
+async function registrySuite(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-'));
   const source = await startRegistry('http');
   try {
@@ -73,16 +64,26 @@ async function main(): Promise<void> {
     const skopeoMedian = median(results.filter((m) => m.tool === 'skopeo copy').map((m) => m.seconds));
     const ratio = kilnMedian / skopeoMedian;
     const row = { workload: `pull + push of a ${LAYER_MB.reduce((a, b) => a + b, 0)} MB, ${LAYER_MB.length}-layer image`, repetitions: REPETITIONS, kilnMedianSeconds: kilnMedian, peer: 'skopeo copy', peerMedianSeconds: skopeoMedian, ratio, target: '<= 1.0' };
-    console.log('| workload | kiln median | peer | peer median | kiln/peer | target |');
-    console.log('|---|---|---|---|---|---|');
-    console.log(`| ${row.workload} | ${kilnMedian.toFixed(2)} s | ${row.peer} | ${skopeoMedian.toFixed(2)} s | ${ratio.toFixed(2)} | ${row.target} |`);
+    console.log(markdownTable(['workload', 'kiln median', 'peer', 'peer median', 'kiln/peer', 'target'],
+      [[row.workload, `${kilnMedian.toFixed(2)} s`, row.peer, `${skopeoMedian.toFixed(2)} s`, ratio.toFixed(2), row.target]]));
     console.log('(kiln includes its Node start-up and a metadata-only build step; skopeo only copies)');
-    const resultsDir = join(repoRoot, 'bench', 'results');
-    await mkdir(resultsDir, { recursive: true });
-    await writeFile(join(resultsDir, `registry-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ row, results }, null, 2));
+    await writeResults('registry', { row, results });
   } finally {
     await source.stop();
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const SUITES: Record<string, () => Promise<void>> = { registry: registrySuite, snapshot: snapshotSuite };
+
+async function main(): Promise<void> {
+  const chosen = (process.env.KILN_BENCH || Object.keys(SUITES).join(',')).split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = chosen.filter((s) => !(s in SUITES));
+  if (unknown.length) throw new Error(`unknown KILN_BENCH suite(s): ${unknown.join(', ')} (known: ${Object.keys(SUITES).join(', ')})`);
+  for (const name of chosen) {
+    console.log(`\n## ${name}\n`);
+    const seconds = await timed(SUITES[name]!);
+    console.log(`\n(${name} suite: ${seconds.toFixed(0)} s)`);
   }
 }
 
