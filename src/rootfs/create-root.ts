@@ -51,7 +51,7 @@ export async function createRootFactory(options: RootOptions): Promise<RootFacto
     create: async () => {
       const path = join(work, `root${n++}`);
       await mkdir(path);
-      return new DirectoryRoot({ path, isolation: 'chroot', workDir: path + '.work', ignore: () => false, snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
+      return new DirectoryRoot({ path, isolation: 'chroot', workDir: path + '.work', ignored: [], snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
     },
     dispose: () => rm(work, { recursive: true, force: true }),
   };
@@ -69,11 +69,10 @@ async function overlayWorks(dir: string): Promise<boolean> {
 
 async function containerFactory(options: RootOptions): Promise<RootFactory> {
   const ignored = await containerIgnoreList(options);
-  const ignore = (path: string): boolean => ignored.some((p) => path === p || path.startsWith(p + '/'));
   log.debug(`Ignore list: ${ignored.map((p) => '/' + p).join(' ')}`);
   const workDir = join(options.kanikoDir, 'run');
   let used = false;
-  const root = new DirectoryRoot({ path: '/', isolation: 'container', workDir, ignore, snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
+  const root = new DirectoryRoot({ path: '/', isolation: 'container', workDir, ignored, snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
   return {
     description: 'container isolation',
     create: async () => {

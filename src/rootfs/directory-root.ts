@@ -6,6 +6,7 @@ import { lstat, mkdir, readFile, rm, rmdir, unlink, utimes, writeFile } from 'no
 import { join } from 'node:path';
 import { extractLayer } from './extract-layer.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
+import { isIgnored } from '../snapshot/tree-walk.js';
 import { diffTrees, indexTree, type SnapshotMode, type TreeIndex } from '../snapshot/walk-snapshot.js';
 import { withExtractRetries } from './extract-retries.js';
 import { hostsFileText, MOUNT_POINTS, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
@@ -16,8 +17,8 @@ export interface DirectoryRootOptions {
   isolation: 'chroot' | 'container';
   /** Where kiln keeps its temporary files for this root (never inside an indexed tree). */
   workDir: string;
-  /** In-image paths never extracted over, snapshotted or deleted. */
-  ignore: (path: string) => boolean;
+  /** In-image paths ("proc", "kaniko") never extracted over, snapshotted or deleted, nor anything below them. */
+  ignored: readonly string[];
   snapshotMode: SnapshotMode;
   extractRetries: number;
 }
@@ -25,10 +26,12 @@ export interface DirectoryRootOptions {
 export class DirectoryRoot implements BuildRoot {
   private index?: TreeIndex;
   private readonly volumes: string[] = [];
-  private readonly ignore: (path: string) => boolean;
 
   constructor(private readonly options: DirectoryRootOptions) {
-    this.ignore = (path) => options.ignore(path) || this.volumes.some((v) => path === v || path.startsWith(v + '/'));
+  }
+
+  private ignored(): string[] {
+    return [...this.options.ignored, ...this.volumes];
   }
 
   ignoreVolume(path: string): void {
@@ -40,15 +43,16 @@ export class DirectoryRoot implements BuildRoot {
 
   async addLayer(layer: LayerSource): Promise<void> {
     await withExtractRetries(this.options.extractRetries, layer.digest, async () => {
-      await extractLayer(await layer.open(), this.options.path, { whiteouts: 'apply', layerName: layer.digest, ignore: this.options.ignore });
+      const ignored = this.ignored();
+      await extractLayer(await layer.open(), this.options.path, { whiteouts: 'apply', layerName: layer.digest, ignore: (p) => isIgnored(p, ignored) });
     });
     this.index = undefined; // the next step indexes afresh
   }
 
   async run(step: StepProcess, image: ImageLookup): Promise<StepOutcome> {
     const { path: root, snapshotMode, workDir } = this.options;
-    const ignore = this.ignore;
-    const before = this.index ?? indexTree(root, ignore);
+    const ignored = this.ignored();
+    const before = this.index ?? await indexTree(root, ignored);
     let exitCode: number;
     /** Directories whose change time kiln moved (by making mount points in them): compared without it. */
     let relaxed: string[] = [];
@@ -69,10 +73,10 @@ export class DirectoryRoot implements BuildRoot {
       }
     }
     const started = performance.now();
-    const after = indexTree(root, ignore);
+    const after = await indexTree(root, ignored);
     this.index = after;
     if (exitCode !== 0) return { exitCode };
-    const snapshot = diffTrees(root, before, after, snapshotMode, ignore, new Set(relaxed));
+    const snapshot = diffTrees(root, before, after, snapshotMode, (p) => isIgnored(p, ignored), new Set(relaxed));
     return { exitCode, snapshot, snapshotMs: performance.now() - started };
   }
 

@@ -1,9 +1,10 @@
 // The snapshot of a step on a plain directory root (container isolation, or chroot where overlayfs
 // is unavailable): the tree is indexed by lstat before the step and compared after it. Metadata
 // decides: a file whose change time, modification time, size, mode, owner or inode moved changed.
-import { lstatSync, readdirSync, type Stats } from 'node:fs';
+import { lstatSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { entryFromDisk, type Snapshot } from './snapshot.js';
+import { FIELDS, walkTree } from './tree-walk.js';
 
 /** kaniko's --snapshot-mode: which metadata says "changed" (kiln adds ctime in full mode). */
 export type SnapshotMode = 'full' | 'redo' | 'time';
@@ -23,35 +24,19 @@ interface Indexed {
 
 export type TreeIndex = Map<string, Indexed>;
 
-/** Every path under root (relative, "a/b"), but ignored ones and what is below them. */
-export function indexTree(root: string, ignore: (path: string) => boolean): TreeIndex {
+/** Every path under root (relative, "a/b"), but ignored ones (and what is below them). */
+export async function indexTree(root: string, ignored: readonly string[]): Promise<TreeIndex> {
   const index: TreeIndex = new Map();
-  const walk = (dir: string, rel: string): void => {
-    let names: string[];
-    try {
-      names = readdirSync(dir);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw e;
-    }
-    for (const name of names) {
-      const path = rel === '' ? name : `${rel}/${name}`;
-      if (ignore(path)) continue;
-      const abs = join(dir, name);
-      let st: Stats;
-      try {
-        st = lstatSync(abs);
-      } catch {
-        continue; // gone while walking (a process of the step still running would be a bug upstream)
-      }
+  for (const part of await walkTree(root, ignored)) {
+    const n = part.numbers;
+    part.paths.forEach((path, i) => {
+      const at = i * FIELDS;
       index.set(path, {
-        kind: st.mode & 0o170000, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: st.size,
-        mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, nlink: st.nlink,
+        kind: n[at]!, mode: n[at + 1]!, uid: n[at + 2]!, gid: n[at + 3]!, size: n[at + 4]!,
+        mtimeMs: n[at + 5]!, ctimeMs: n[at + 6]!, ino: n[at + 7]!, nlink: n[at + 8]!,
       });
-      if (st.isDirectory()) walk(abs, path);
-    }
-  };
-  walk(root, '');
+    });
+  }
   return index;
 }
 

@@ -26,8 +26,8 @@ describe('walk snapshots', () => {
     await writeFile(join(root, 'gone/sub/f'), 'x');
     await writeFile(join(root, 'becomes-dir'), 'x');
     await mkdir(join(root, 'becomes-file/inner'), { recursive: true });
-    const ignored = (p: string): boolean => p === 'ignored' || p.startsWith('ignored/');
-    const before = indexTree(root, ignored);
+    const ignored = ['ignored'];
+    const before = await indexTree(root, ignored);
     await new Promise((r) => setTimeout(r, 20));
     await writeFile(join(root, 'keep/changed'), 'new!');
     await rm(join(root, 'gone'), { recursive: true });
@@ -41,7 +41,7 @@ describe('walk snapshots', () => {
     await mkdir(join(root, 'ignored'));
     await writeFile(join(root, 'ignored/x'), 'x');
     await chmod(join(root, 'keep/deep'), 0o700);
-    const snap = diffTrees(root, before, indexTree(root, ignored), 'full');
+    const snap = diffTrees(root, before, await indexTree(root, ignored), 'full');
     const byPath = Object.fromEntries(snap.entries.map((e) => [e.path, e]));
     assert.deepEqual(Object.keys(byPath).sort(), ['becomes-dir', 'becomes-file', 'keep/changed', 'keep/deep', 'new', 'new-link', 'sym']);
     assert.equal(byPath['new-link']!.type, 'hardlink');
@@ -56,10 +56,24 @@ describe('walk snapshots', () => {
     const root = join(dir, 'time');
     await mkdir(root);
     await writeFile(join(root, 'f'), 'x');
-    const before = indexTree(root, () => false);
+    const before = await indexTree(root, []);
     await chmod(join(root, 'f'), 0o600);
-    assert.equal(diffTrees(root, before, indexTree(root, () => false), 'time').entries.length, 0);
-    assert.equal(diffTrees(root, before, indexTree(root, () => false), 'full').entries.length, 1);
+    assert.equal(diffTrees(root, before, await indexTree(root, []), 'time').entries.length, 0);
+    assert.equal(diffTrees(root, before, await indexTree(root, []), 'full').entries.length, 1);
+  });
+});
+
+describe('tree walks', () => {
+  it('split between threads find every path once, and skip ignored ones', async () => {
+    const root = join(dir, 'wide');
+    for (let d = 0; d < 80; d++) {
+      await mkdir(join(root, 'top', `d${d}`, 'sub'), { recursive: true });
+      await writeFile(join(root, 'top', `d${d}`, 'sub', 'f'), 'x');
+    }
+    await mkdir(join(root, 'top', 'd7', 'skip'), { recursive: true });
+    const index = await indexTree(root, ['top/d7/skip', 'top/d9']);
+    assert.equal(index.size, 1 + 80 * 3 - 3 + 0);
+    assert.ok(index.has('top/d79/sub/f') && !index.has('top/d7/skip') && !index.has('top/d9/sub'));
   });
 });
 
