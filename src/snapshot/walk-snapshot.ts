@@ -4,53 +4,72 @@
 import { lstatSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { entryFromDisk, type Snapshot } from './snapshot.js';
-import { FIELDS, walkTree } from './tree-walk.js';
+import { FIELDS, walkTree, type WalkResult } from './tree-walk.js';
 
 /** kaniko's --snapshot-mode: which metadata says "changed" (kiln adds ctime in full mode). */
 export type SnapshotMode = 'full' | 'redo' | 'time';
 
-interface Indexed {
-  /** S_IFMT bits. */
-  kind: number;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtimeMs: number;
-  ctimeMs: number;
-  ino: number;
-  nlink: number;
-}
+/** Where each field of a path sits among its FIELDS numbers (see tree-walk.ts). */
+const KIND = 0, MODE = 1, UID = 2, GID = 3, SIZE = 4, MTIME = 5, CTIME = 6, INO = 7, NLINK = 8;
+const DIRECTORY = 0o040000;
+const REGULAR = 0o100000;
 
-export type TreeIndex = Map<string, Indexed>;
+/**
+ * lstat results of a tree: one number array and a slot per path, not an object per path (a root of
+ * 100k files would otherwise spend more time allocating than walking).
+ */
+export class TreeIndex {
+  private constructor(private readonly slots: Map<string, number>, private readonly numbers: Float64Array) {}
+
+  static from(parts: readonly WalkResult[]): TreeIndex {
+    const total = parts.reduce((n, p) => n + p.paths.length, 0);
+    const numbers = new Float64Array(total * FIELDS);
+    const slots = new Map<string, number>();
+    let next = 0;
+    for (const part of parts) {
+      numbers.set(part.numbers, next * FIELDS);
+      for (const path of part.paths) slots.set(path, next++);
+    }
+    return new TreeIndex(slots, numbers);
+  }
+
+  get size(): number {
+    return this.slots.size;
+  }
+
+  has(path: string): boolean {
+    return this.slots.has(path);
+  }
+
+  paths(): IterableIterator<string> {
+    return this.slots.keys();
+  }
+
+  /** The field of a path, or undefined when the path is not in the index. */
+  field(path: string, field: number): number | undefined {
+    const slot = this.slots.get(path);
+    return slot === undefined ? undefined : this.numbers[slot * FIELDS + field];
+  }
+
+  /** Whether `path` differs between this (the earlier) index and `now`, for the snapshot mode. */
+  changedIn(now: TreeIndex, path: string, mode: SnapshotMode | 'owner-mode'): boolean {
+    const a = this.slots.get(path);
+    const b = now.slots.get(path);
+    if (a === undefined || b === undefined) return true;
+    const x = this.numbers, y = now.numbers, i = a * FIELDS, j = b * FIELDS;
+    const differs = (f: number): boolean => x[i + f] !== y[j + f];
+    if (differs(KIND)) return true;
+    if (mode === 'time') return differs(MTIME);
+    if (mode === 'owner-mode') return differs(MODE) || differs(UID) || differs(GID);
+    const redo = differs(MTIME) || differs(SIZE) || differs(MODE) || differs(UID) || differs(GID);
+    if (mode === 'redo') return redo;
+    return redo || differs(CTIME) || differs(INO);
+  }
+}
 
 /** Every path under root (relative, "a/b"), but ignored ones (and what is below them). */
 export async function indexTree(root: string, ignored: readonly string[]): Promise<TreeIndex> {
-  const index: TreeIndex = new Map();
-  for (const part of await walkTree(root, ignored)) {
-    const n = part.numbers;
-    part.paths.forEach((path, i) => {
-      const at = i * FIELDS;
-      index.set(path, {
-        kind: n[at]!, mode: n[at + 1]!, uid: n[at + 2]!, gid: n[at + 3]!, size: n[at + 4]!,
-        mtimeMs: n[at + 5]!, ctimeMs: n[at + 6]!, ino: n[at + 7]!, nlink: n[at + 8]!,
-      });
-    });
-  }
-  return index;
-}
-
-function changed(a: Indexed, b: Indexed, mode: SnapshotMode): boolean {
-  if (a.kind !== b.kind) return true;
-  if (mode === 'time') return a.mtimeMs !== b.mtimeMs;
-  const redo = a.mtimeMs !== b.mtimeMs || a.size !== b.size || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid;
-  if (mode === 'redo') return redo;
-  return redo || a.ctimeMs !== b.ctimeMs || a.ino !== b.ino;
-}
-
-/** For a directory kiln itself wrote into and cleaned up: only its type, mode and owner count. */
-function ownerOrModeChanged(a: Indexed, b: Indexed): boolean {
-  return a.kind !== b.kind || a.mode !== b.mode || a.uid !== b.uid || a.gid !== b.gid;
+  return TreeIndex.from(await walkTree(root, ignored));
 }
 
 /** What changed between two indexes of the same root; `after` is the state on disk now. */
@@ -65,20 +84,19 @@ export function diffTrees(
   // Only what changed is sorted (hard links are paired in path order): sorting every path costs more
   // than the comparison itself on a large root.
   const changedPaths: string[] = [];
-  for (const [path, now] of after) {
-    const was = before.get(path);
-    if (!was || (relaxed.has(path) ? ownerOrModeChanged(was, now) : changed(was, now, mode))) changedPaths.push(path);
+  for (const path of after.paths()) {
+    if (before.changedIn(after, path, relaxed.has(path) ? 'owner-mode' : mode)) changedPaths.push(path);
   }
   for (const path of changedPaths.sort()) {
-    const now = after.get(path)!;
     const abs = join(root, path);
-    if (now.kind === 0o100000 && now.nlink > 1) {
-      const first = firstOfInode.get(now.ino);
+    const at = (f: number): number => after.field(path, f)!;
+    if (at(KIND) === REGULAR && at(NLINK) > 1) {
+      const first = firstOfInode.get(at(INO));
       if (first !== undefined) {
-        snapshot.entries.push({ path, type: 'hardlink', linkname: first, mode: now.mode, uid: now.uid, gid: now.gid, mtime: new Date(now.mtimeMs) });
+        snapshot.entries.push({ path, type: 'hardlink', linkname: first, mode: at(MODE), uid: at(UID), gid: at(GID), mtime: new Date(at(MTIME)) });
         continue;
       }
-      firstOfInode.set(now.ino, path);
+      firstOfInode.set(at(INO), path);
     }
     let st: Stats;
     try {
@@ -90,16 +108,14 @@ export function diffTrees(
   }
   // A deletion needs a whiteout unless its parent went too, or became something other than a directory.
   const deleted: string[] = [];
-  for (const path of before.keys()) if (!after.has(path)) deleted.push(path);
+  for (const path of before.paths()) if (!after.has(path)) deleted.push(path);
   for (const path of deleted.sort()) {
     // Paths ignored since `before` was taken (a VOLUME) are not deletions.
     if (ignore(path)) continue;
     const slash = path.lastIndexOf('/');
     const parent = slash < 0 ? '' : path.slice(0, slash);
     if (parent !== '') {
-      const parentNow = after.get(parent);
-      if (!parentNow || parentNow.kind !== 0o040000) continue;
-      if (before.get(parent)?.kind !== 0o040000) continue;
+      if (after.field(parent, KIND) !== DIRECTORY || before.field(parent, KIND) !== DIRECTORY) continue;
     }
     snapshot.whiteouts.push(path);
   }
