@@ -43,20 +43,23 @@ function stat(abs: string): Stats | undefined {
   }
 }
 
+/** Records the entries of one directory (relative to root), calling `onDirectory` for each subdirectory. */
+function readDirectory(root: string, rel: string, ignored: readonly string[], out: WalkResult, onDirectory: (path: string) => void): void {
+  const dir = rel === '' ? root : join(root, rel);
+  for (const name of list(dir)) {
+    const path = rel === '' ? name : `${rel}/${name}`;
+    if (isIgnored(path, ignored)) continue;
+    const st = stat(join(dir, name));
+    if (!st) continue;
+    push(out, path, st);
+    if (st.isDirectory()) onDirectory(path);
+  }
+}
+
 /** Walks the given directories (relative to root) completely, in this thread. */
 export function walkDirectories(root: string, dirs: readonly string[], ignored: readonly string[]): WalkResult {
   const out: WalkResult = { paths: [], numbers: [] };
-  const visit = (rel: string): void => {
-    const dir = rel === '' ? root : join(root, rel);
-    for (const name of list(dir)) {
-      const path = rel === '' ? name : `${rel}/${name}`;
-      if (isIgnored(path, ignored)) continue;
-      const st = stat(join(dir, name));
-      if (!st) continue;
-      push(out, path, st);
-      if (st.isDirectory()) visit(path);
-    }
-  };
+  const visit = (rel: string): void => readDirectory(root, rel, ignored, out, visit);
   for (const d of dirs) visit(d);
   return out;
 }
@@ -71,17 +74,7 @@ export async function walkTree(root: string, ignored: readonly string[]): Promis
   let frontier = [''];
   for (let level = 0; level < MAX_LEVELS && frontier.length > 0 && frontier.length < SPLIT_AT; level++) {
     const next: string[] = [];
-    for (const rel of frontier) {
-      const dir = rel === '' ? root : join(root, rel);
-      for (const name of list(dir)) {
-        const path = rel === '' ? name : `${rel}/${name}`;
-        if (isIgnored(path, ignored)) continue;
-        const st = stat(join(dir, name));
-        if (!st) continue;
-        push(top, path, st);
-        if (st.isDirectory()) next.push(path);
-      }
-    }
+    for (const rel of frontier) readDirectory(root, rel, ignored, top, (path) => next.push(path));
     frontier = next;
   }
   const threads = Math.min(4, availableParallelism());

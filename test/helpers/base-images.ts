@@ -20,11 +20,12 @@ const APPLETS = [
 /** The non-root user: tests use it for --chown and USER. */
 export const BUSYBOX_USER = { name: 'app', uid: 1000, gid: 1000, home: '/home/app' };
 
-function sha256(data: Buffer | string): string {
+export function sha256(data: Buffer | string): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');
 }
 
-function goArch(): string {
+/** This machine's architecture in Go's (and image configs') words. */
+export function goArch(): string {
   const arches: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
   return arches[process.arch] ?? process.arch;
 }

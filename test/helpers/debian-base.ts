@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { docker, mustRun, runCommand } from './exec.js';
 import type { TestRegistry } from './registry.js';
+import { goArch, sha256 } from './base-images.js';
 
 /** On disk rather than in /tmp so that it outlives reboots that clear /tmp. */
 const CACHE_ROOT = '/var/tmp/kiln-test-debian';
@@ -20,15 +21,6 @@ const SUITE = 'bookworm';
 const FALLBACK_MIRROR = 'http://deb.debian.org/debian';
 /** Install-time mtimes are clamped to this, and the config's dates use it. */
 const EPOCH = new Date('2025-01-01T00:00:00Z');
-
-function sha256(data: Buffer | string): string {
-  return 'sha256:' + createHash('sha256').update(data).digest('hex');
-}
-
-function goArch(): string {
-  const arches: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
-  return arches[process.arch] ?? process.arch;
-}
 
 /** The Debian mirror this machine's apt uses (one-line .list and deb822 .sources files). */
 async function aptMirror(): Promise<string> {
