@@ -7,6 +7,25 @@ import { repoRoot } from '../test/helpers/paths.js';
 
 export const REPETITIONS = Number(process.env.KILN_BENCH_REPETITIONS ?? 3);
 
+/**
+ * Clean-ups to run if the bench is interrupted (Ctrl-C, `timeout`): finally blocks do not run on a
+ * signal, and a killed run would leave containers, images and 100k-file temp dirs behind.
+ */
+const cleanups = new Set<() => Promise<unknown>>();
+export function onInterrupt(cleanup: () => Promise<unknown>): () => void {
+  cleanups.add(cleanup);
+  return () => { cleanups.delete(cleanup); };
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: cleaning up`);
+    // Newest first, like unwinding finally blocks; process.exit then runs the registries' exit hooks.
+    void (async () => {
+      for (const cleanup of [...cleanups].reverse()) await cleanup().catch(() => undefined);
+    })().finally(() => process.exit(130));
+  });
+}
+
 export async function timed(work: () => Promise<unknown>): Promise<number> {
   const start = process.hrtime.bigint();
   await work();

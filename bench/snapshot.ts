@@ -9,16 +9,16 @@ import { join } from 'node:path';
 import { pushBusyboxImage } from '../test/helpers/base-images.js';
 import { buildKilnTestImage } from '../test/helpers/kiln-image.js';
 import { dockerEnv, kiln, mustRun, runCommand, type CommandResult } from '../test/helpers/exec.js';
-import { startRegistry } from '../test/helpers/registry.js';
-import { ensureDocker, markdownTable, median, REPETITIONS, timed, writeResults } from './common.js';
+import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
+import { ensureDocker, markdownTable, median, onInterrupt, REPETITIONS, timed, writeResults } from './common.js';
 
-const SIZES = [10_000, 100_000];
 const FILES_PER_DIR = 1_000;
+/** Root sizes (files in the extra layer); KILN_BENCH_SNAPSHOT_FILES trims them for a quick run. */
+const SIZES = (process.env.KILN_BENCH_SNAPSHOT_FILES ?? '10000,100000').split(',').map((n) => Math.ceil(Number(n) / FILES_PER_DIR) * FILES_PER_DIR);
 const STEPS = [
   { name: 'no-op RUN', run: 'RUN true' },
   { name: 'RUN touching 1,000 files', run: 'RUN touch /data/d0/*' },
 ];
-const KILN_IMAGE = 'kiln-bench/executor:latest';
 const TIMEOUT_MS = 600_000;
 /** Targets of issue #4: the no-op snapshot on the 100k root. */
 const TARGETS = [{ tool: 'kiln chroot', ms: 100 }, { tool: 'kiln container', ms: 1000 }];
@@ -50,7 +50,7 @@ async function dockerRun(image: string, ctx: string, args: string[]): Promise<Co
   }
 }
 
-function kilnTools(): Tool[] {
+function kilnTools(kilnImage: string): Tool[] {
   const onHost = (overlay: boolean) => async (ctx: string): Promise<Outcome> => {
     const env = { ...process.env, KILN_OVERLAY: overlay ? '1' : '0' };
     return kilnSnapshot(check('kiln', await kiln(['executor', '-c', ctx, '--no-push', '-v', 'debug', '--log-format', 'text'], { env, timeoutMs: TIMEOUT_MS })));
@@ -60,7 +60,7 @@ function kilnTools(): Tool[] {
     { name: 'kiln chroot walk', peer: false, build: onHost(false) },
     {
       name: 'kiln container', peer: false,
-      build: async (ctx) => kilnSnapshot(check('kiln in docker', await dockerRun(KILN_IMAGE, ctx,
+      build: async (ctx) => kilnSnapshot(check('kiln in docker', await dockerRun(kilnImage, ctx,
         ['--context=dir:///workspace', '--no-push', '-v', 'debug', '--log-format', 'text']))),
     },
   ];
@@ -104,15 +104,16 @@ async function ensureBuildah(): Promise<void> {
 }
 
 /** busybox + /data/d0../dK with FILES_PER_DIR files each, built by kiln (COPY) and pushed. */
-async function pushDataImage(dir: string, busybox: string, host: string, files: number): Promise<string> {
+async function pushDataImage(dir: string, registry: TestRegistry, files: number): Promise<string> {
+  await pushBusyboxImage(registry, 'base/busybox', 'latest', 'oci');
   const ctx = join(dir, `base-${files}`);
   for (let d = 0; d < files / FILES_PER_DIR; d++) {
     const sub = join(ctx, 'data', `d${d}`);
     await mkdir(sub, { recursive: true });
     await Promise.all(Array.from({ length: FILES_PER_DIR }, (_, f) => writeFile(join(sub, `f${f}`), `${d}/${f}\n`)));
   }
-  await writeFile(join(ctx, 'Dockerfile'), `FROM ${busybox}\nCOPY data /data\n`);
-  const image = `${host}/bench/base-${files}:1`;
+  await writeFile(join(ctx, 'Dockerfile'), `FROM ${registry.host}/base/busybox:latest\nCOPY data /data\n`);
+  const image = `${registry.host}/bench/base-${files}:1`;
   check('kiln (base image)', await kiln(['executor', '-c', ctx, '-d', image, '-v', 'warn'], { timeoutMs: TIMEOUT_MS }));
   await rm(ctx, { recursive: true, force: true });
   return image;
@@ -122,45 +123,23 @@ function fmtRatio(a: number, b: number | undefined): string {
   return b === undefined || !Number.isFinite(a / b) ? '—' : (a / b).toFixed(2);
 }
 
-export async function snapshotSuite(): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-snapshot-'));
-  const docker = await ensureDocker();
+/**
+ * All rounds on one root size, with a registry of its own: the test registry lives at most 30
+ * minutes, and a 100k-file section can take a good part of that.
+ */
+async function sizeSection(dir: string, files: number, tools: Tool[]): Promise<{ runs: Run[]; baseSeconds: number }> {
   const registry = await startRegistry('http');
-  let kilnImageLoaded = false;
+  const forget = onInterrupt(() => registry.stop());
   try {
-    await ensureBuildah();
-    const setupSeconds = await timed(async () => {
-      await pushBusyboxImage(registry, 'base/busybox', 'latest', 'oci');
-      await buildKilnTestImage(dir, KILN_IMAGE);
-      kilnImageLoaded = true;
-    });
-    const tools = [...kilnTools(), buildah];
-    const kanikoImage = process.env.KANIKO_IMAGE;
-    let kanikoNote = 'kaniko skipped: set KANIKO_IMAGE to a kaniko debug image loaded into the docker engine';
-    if (kanikoImage) {
-      if ((await runCommand('docker', ['image', 'inspect', kanikoImage], { env: dockerEnv() })).code === 0) {
-        tools.push(kanikoTool(kanikoImage));
-        kanikoNote = `kaniko: ${kanikoImage}`;
-      } else {
-        kanikoNote = `kaniko skipped: KANIKO_IMAGE=${kanikoImage} is not in the docker engine (${process.env.DOCKER_HOST})`;
-      }
-    }
-    console.log(kanikoNote);
-
-    const workloads: { files: number; step: string; ctx: string }[] = [];
-    const baseSeconds: Record<number, number> = {};
-    for (const files of SIZES) {
-      let base = '';
-      baseSeconds[files] = await timed(async () => { base = await pushDataImage(dir, `${registry.host}/base/busybox:latest`, registry.host, files); });
-      for (const [i, step] of STEPS.entries()) {
-        const ctx = join(dir, `ctx-${files}-${i}`);
-        await mkdir(ctx);
-        await writeFile(join(ctx, 'Dockerfile'), `FROM ${base}\n${step.run}\n`);
-        workloads.push({ files, step: step.name, ctx });
-      }
-    }
-    console.log(`setup: ${setupSeconds.toFixed(1)} s (busybox + kiln image), base images ${SIZES.map((n) => `${n}: ${baseSeconds[n]!.toFixed(1)} s`).join(', ')}`);
-
+    let base = '';
+    const baseSeconds = await timed(async () => { base = await pushDataImage(dir, registry, files); });
+    console.log(`  base image with ${files} files: ${baseSeconds.toFixed(1)} s`);
+    const workloads = await Promise.all(STEPS.map(async (step, i) => {
+      const ctx = join(dir, `ctx-${files}-${i}`);
+      await mkdir(ctx);
+      await writeFile(join(ctx, 'Dockerfile'), `FROM ${base}\n${step.run}\n`);
+      return { step: step.name, ctx };
+    }));
     // Tool order rotates each round, so no tool always runs right after the same other one.
     const runs: Run[] = [];
     for (let round = 0; round < REPETITIONS; round++) {
@@ -169,53 +148,97 @@ export async function snapshotSuite(): Promise<void> {
           const tool = tools[(t + round) % tools.length]!;
           let outcome: Outcome = {};
           const seconds = await timed(async () => { outcome = await tool.build(w.ctx); });
-          runs.push({ tool: tool.name, files: w.files, step: w.step, round, seconds, ...outcome });
-          console.log(`  round ${round + 1}/${REPETITIONS} ${w.files} files, ${w.step}: ${tool.name} ${seconds.toFixed(2)} s` +
+          runs.push({ tool: tool.name, files, step: w.step, round, seconds, ...outcome });
+          console.log(`  round ${round + 1}/${REPETITIONS} ${files} files, ${w.step}: ${tool.name} ${seconds.toFixed(2)} s` +
             (outcome.snapshotMs === undefined ? '' : `, snapshot ${outcome.snapshotMs.toFixed(1)} ms (${outcome.entries} entries)`));
         }
       }
     }
-
-    const summary = workloads.map((w) => {
-      const of = (tool: string): Run[] => runs.filter((r) => r.tool === tool && r.files === w.files && r.step === w.step);
-      const rows = tools.map((tool) => {
-        const own = of(tool.name);
-        const snaps = own.flatMap((r) => (r.snapshotMs === undefined ? [] : [r.snapshotMs]));
-        return { tool: tool.name, peer: tool.peer, medianSeconds: median(own.map((r) => r.seconds)),
-          medianSnapshotMs: snaps.length ? median(snaps) : undefined, entries: own[0]?.entries };
-      });
-      return { files: w.files, step: w.step, rows };
-    });
-
-    const peers = tools.filter((t) => t.peer).map((t) => t.name);
-    for (const s of summary) {
-      const peerSeconds = Object.fromEntries(s.rows.filter((r) => r.peer).map((r) => [r.tool, r.medianSeconds]));
-      console.log(`\n### ${s.files.toLocaleString('en-US')} files, ${s.step} (median of ${REPETITIONS})\n`);
-      console.log(markdownTable(['tool', 'build wall', 'kiln snapshot', 'entries', ...peers.map((p) => `wall / ${p}`)],
-        s.rows.map((r) => [r.tool, `${r.medianSeconds.toFixed(2)} s`, r.medianSnapshotMs === undefined ? '—' : `${r.medianSnapshotMs.toFixed(1)} ms`,
-          r.entries === undefined ? '—' : String(r.entries), ...peers.map((p) => (r.peer ? '—' : fmtRatio(r.medianSeconds, peerSeconds[p])))])));
-    }
-
-    const noOpLarge = summary.find((s) => s.files === Math.max(...SIZES) && s.step === STEPS[0]!.name)!;
-    const targets = TARGETS.map(({ tool, ms }) => {
-      const got = noOpLarge.rows.find((r) => r.tool === tool)?.medianSnapshotMs;
-      return { tool, targetMs: ms, medianSnapshotMs: got, met: got !== undefined && got < ms };
-    });
-    console.log('');
-    for (const t of targets) {
-      console.log(`target: ${t.tool} no-op snapshot on ${noOpLarge.files.toLocaleString('en-US')} files < ${t.targetMs} ms: ` +
-        `${t.medianSnapshotMs?.toFixed(1) ?? '?'} ms, ${t.met ? 'met' : 'NOT met'}`);
-    }
-    console.log('(build wall includes pulling and extracting the base; kiln and buildah do not push, kaniko runs with --no-push)');
-    const file = await writeResults('snapshot', {
-      repetitions: REPETITIONS, machine: { cpus: cpus().length, kernel: release() }, kaniko: kanikoNote,
-      setupSeconds, baseSeconds, summary, targets, runs,
-    });
-    console.log(`results: ${file}`);
+    return { runs, baseSeconds };
   } finally {
-    if (kilnImageLoaded) await runCommand('docker', ['rmi', KILN_IMAGE], { env: dockerEnv() }).catch(() => undefined);
+    forget();
     await registry.stop();
+  }
+}
+
+/** Per-workload tables, the issue's targets, and the JSON file. */
+async function report(tools: Tool[], runs: Run[], extra: Record<string, unknown>): Promise<void> {
+  const summary = SIZES.flatMap((files) => STEPS.map(({ name: step }) => {
+    const rows = tools.map((tool) => {
+      const own = runs.filter((r) => r.tool === tool.name && r.files === files && r.step === step);
+      const snaps = own.flatMap((r) => (r.snapshotMs === undefined ? [] : [r.snapshotMs]));
+      return { tool: tool.name, peer: tool.peer, medianSeconds: median(own.map((r) => r.seconds)),
+        medianSnapshotMs: snaps.length ? median(snaps) : undefined, entries: own[0]?.entries };
+    });
+    return { files, step, rows };
+  }));
+
+  const peers = tools.filter((t) => t.peer).map((t) => t.name);
+  for (const s of summary) {
+    const peerSeconds = Object.fromEntries(s.rows.filter((r) => r.peer).map((r) => [r.tool, r.medianSeconds]));
+    console.log(`\n### ${s.files.toLocaleString('en-US')} files, ${s.step} (median of ${REPETITIONS})\n`);
+    console.log(markdownTable(['tool', 'build wall', 'kiln snapshot', 'entries', ...peers.map((p) => `wall / ${p}`)],
+      s.rows.map((r) => [r.tool, `${r.medianSeconds.toFixed(2)} s`, r.medianSnapshotMs === undefined ? '—' : `${r.medianSnapshotMs.toFixed(1)} ms`,
+        r.entries === undefined ? '—' : String(r.entries), ...peers.map((p) => (r.peer ? '—' : fmtRatio(r.medianSeconds, peerSeconds[p])))])));
+  }
+
+  const largest = Math.max(...SIZES);
+  const noOp = summary.find((s) => s.files === largest && s.step === STEPS[0]!.name)!;
+  const targets = TARGETS.map(({ tool, ms }) => {
+    const got = noOp.rows.find((r) => r.tool === tool)?.medianSnapshotMs;
+    return { tool, files: largest, targetMs: ms, medianSnapshotMs: got, met: got !== undefined && got < ms };
+  });
+  console.log('');
+  for (const t of targets) {
+    console.log(`target: ${t.tool} no-op snapshot on ${largest.toLocaleString('en-US')} files < ${t.targetMs} ms: ` +
+      `${t.medianSnapshotMs?.toFixed(1) ?? '?'} ms, ${t.met ? 'met' : 'NOT met'}${largest === 100_000 ? '' : ' (the target is for 100,000 files)'}`);
+  }
+  console.log('(build wall includes pulling and extracting the base; nothing is pushed: kiln and kaniko run with --no-push, buildah commits locally)');
+  console.log(`results: ${await writeResults('snapshot', { repetitions: REPETITIONS, ...extra, summary, targets, runs })}`);
+}
+
+export async function snapshotSuite(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-snapshot-'));
+  const docker = await ensureDocker();
+  // Per-process tag: a concurrent bench run must not remove the image this one uses.
+  const kilnImage = `kiln-bench/executor:${process.pid}`;
+  let kilnImageLoaded = false;
+  const cleanup = async (): Promise<void> => {
+    if (kilnImageLoaded) await runCommand('docker', ['rmi', kilnImage], { env: dockerEnv() }).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
     await docker.release();
+  };
+  const forget = onInterrupt(cleanup);
+  try {
+    await ensureBuildah();
+    const setupSeconds = await timed(async () => {
+      await buildKilnTestImage(dir, kilnImage);
+      kilnImageLoaded = true;
+    });
+    console.log(`kiln's image for container isolation: ${setupSeconds.toFixed(1)} s`);
+    const tools = [...kilnTools(kilnImage), buildah];
+    const kanikoImage = process.env.KANIKO_IMAGE;
+    let kaniko = 'kaniko skipped: set KANIKO_IMAGE to a kaniko debug image loaded into the docker engine';
+    if (kanikoImage) {
+      if ((await runCommand('docker', ['image', 'inspect', kanikoImage], { env: dockerEnv() })).code === 0) {
+        tools.push(kanikoTool(kanikoImage));
+        kaniko = `kaniko: ${kanikoImage}`;
+      } else {
+        kaniko = `kaniko skipped: KANIKO_IMAGE=${kanikoImage} is not in the docker engine (${process.env.DOCKER_HOST})`;
+      }
+    }
+    console.log(kaniko);
+
+    const runs: Run[] = [];
+    const baseSeconds: Record<number, number> = {};
+    for (const files of SIZES) {
+      const section = await sizeSection(dir, files, tools);
+      runs.push(...section.runs);
+      baseSeconds[files] = section.baseSeconds;
+    }
+    await report(tools, runs, { machine: { cpus: cpus().length, kernel: release() }, kaniko, setupSeconds, baseSeconds });
+  } finally {
+    forget();
+    await cleanup();
   }
 }
