@@ -117,11 +117,23 @@ export async function pushBusyboxImage(registry: TestRegistry, repository: strin
   try {
     const layout = join(dir, 'layout');
     await writeBusyboxLayout(layout);
+    return await pushOciLayout(layout, registry, repository, tag, format, 60_000);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Pushes the "latest" image of an OCI layout with skopeo; returns the manifest digest the registry has. */
+export async function pushOciLayout(
+  layout: string, registry: TestRegistry, repository: string, tag: string, format: 'oci' | 'v2s2', timeoutMs: number,
+): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-push-'));
+  try {
     const digestFile = join(dir, 'digest');
     await mustRun('skopeo', [
       'copy', '--quiet', '--format', format, '--digestfile', digestFile, ...registry.skopeoArgs('dest'),
       `oci:${layout}:latest`, `docker://${registry.host}/${repository}:${tag}`,
-    ], { timeoutMs: 60_000 });
+    ], { timeoutMs });
     return (await readFile(digestFile, 'utf8')).trim();
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,17 +1,16 @@
 // A minimal Debian bookworm base image for tests that need real RUN steps (apt, bash): debootstrap
 // --variant=minbase once per machine, cached as a one-layer OCI layout under CACHE_ROOT, then pushed
-// with skopeo or loaded into docker. The cache is keyed by the recipe, architecture and mirror.
+// with skopeo. The cache is keyed by the recipe, architecture and mirror.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { docker, mustRun, runCommand } from './exec.js';
+import { mustRun, runCommand } from './exec.js';
 import type { TestRegistry } from './registry.js';
-import { goArch, sha256 } from './base-images.js';
+import { goArch, pushOciLayout, sha256 } from './base-images.js';
 
 /** On disk rather than in /tmp so that it outlives reboots that clear /tmp. */
 const CACHE_ROOT = '/var/tmp/kiln-test-debian';
@@ -205,29 +204,5 @@ function debianLayout(): Promise<string> {
  * Returns the manifest digest as the registry has it. Inside, apt uses this machine's Debian mirror.
  */
 export async function pushDebianImage(registry: TestRegistry, repository: string, tag: string, format: 'oci' | 'v2s2'): Promise<string> {
-  const layout = await debianLayout();
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-debian-'));
-  try {
-    const digestFile = join(dir, 'digest');
-    await mustRun('skopeo', [
-      'copy', '--quiet', '--format', format, '--digestfile', digestFile, ...registry.skopeoArgs('dest'),
-      `oci:${layout}:latest`, `docker://${registry.host}/${repository}:${tag}`,
-    ], { timeoutMs: 300_000 });
-    return (await readFile(digestFile, 'utf8')).trim();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/** Makes the same image available to the test dockerd (DOCKER_HOST) as `name`, via a docker-archive. */
-export async function loadDebianIntoDocker(name: string): Promise<void> {
-  const layout = await debianLayout();
-  const dir = await mkdtemp(join(tmpdir(), 'kiln-debian-'));
-  try {
-    const archive = join(dir, 'image.tar');
-    await mustRun('skopeo', ['copy', '--quiet', `oci:${layout}:latest`, `docker-archive:${archive}:${name}`], { timeoutMs: 300_000 });
-    await docker(['load', '--quiet', '--input', archive], { timeoutMs: 300_000 });
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  return pushOciLayout(await debianLayout(), registry, repository, tag, format, 300_000);
 }
