@@ -93,12 +93,25 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   }
 }
 
+/** The stage a COPY --from names, by index or (case-insensitive) name; undefined for an image. */
+function stageNamed(model: DockerfileModel, from: string): Stage | undefined {
+  return /^\d+$/.test(from) ? model.stages[Number(from)] : model.stages.find((s) => s.name === from.toLowerCase());
+}
+
+/** How base images (FROM, COPY --from) are pulled: platform, mirrors and retries from the flags. */
+function pullOptions(options: BuildOptions): Parameters<typeof pullImage>[2] {
+  return {
+    platform: options.platform, maps: options.registryMaps,
+    skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
+  };
+}
+
 /** COPY --from: an earlier stage by name or index, else an image reference (BuildKit's order). */
 async function copySource(
   from: string, current: number, model: DockerfileModel, built: Map<number, StageImage>, sources: CopySources,
   env: StageEnvironment, options: BuildOptions, session: RegistrySession,
 ): Promise<{ files: BuildContext; name: string }> {
-  const stage = /^\d+$/.test(from) ? model.stages[Number(from)] : model.stages.find((s) => s.name === from.toLowerCase());
+  const stage = stageNamed(model, from);
   if (stage) {
     if (stage.index >= current) throw new CopyError(`COPY --from=${from}: stage ${from} is not defined before this one; a stage can copy only from earlier stages`);
     const image = built.get(stage.index);
@@ -112,10 +125,7 @@ async function copySource(
   if (/^\d+$/.test(from)) throw new CopyError(`COPY --from=${from}: there is no stage ${from}`);
   const files = await sources.files(`image:${from}`, async () => {
     try {
-      const pulled = await pullImage(from, session, {
-        platform: options.platform, maps: options.registryMaps,
-        skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
-      });
+      const pulled = await pullImage(from, session, pullOptions(options));
       await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry);
       return pulled.layers;
     } catch (e) {
@@ -190,10 +200,7 @@ async function startingImage(
     return { config: emptyConfig(options.platform), layers: [], files: new FsView(), family: 'oci', blobSources: [] };
   }
   try {
-    const pulled = await pullImage(baseName, session, {
-      platform: options.platform, maps: options.registryMaps,
-      skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
-    });
+    const pulled = await pullImage(baseName, session, pullOptions(options));
     // A stage that writes files needs the base's listing: it is read in the same pass as the download.
     // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
     // a later stage that needs the files (FROM this one) downloads and lists them then.
@@ -306,7 +313,7 @@ function stagesNeededBy(model: DockerfileModel, target: number, env: StageEnviro
       }
       if (ins.kind !== 'copy' || ins.from === undefined) continue;
       const from = safeExpand(lex, ins.from, lookup);
-      const source = /^\d+$/.test(from) ? model.stages[Number(from)] : model.stages.find((s) => s.name === from.toLowerCase());
+      const source = stageNamed(model, from);
       if (source && source.index < index) visit(source.index);
     }
   };

@@ -274,13 +274,7 @@ export class StageBuilder {
   async complete(): Promise<void> {
     if (!this.squashed || this.squashed.empty) return;
     log.info('Taking snapshot of full filesystem...');
-    const snapshot = this.squashed.result();
-    const written = await writeLayer(withAncestors(snapshotLayerEntries(snapshot), this.image.files), this.env.store, {
-      mediaType: layerMediaType(this.image.family),
-      compressionLevel: this.env.compressionLevel,
-    });
-    this.image.layers.push(written.descriptor);
-    this.image.config.rootfs.diff_ids.push(written.diffId);
+    await this.writeLayer(snapshotLayerEntries(this.squashed.result()));
     this.image.config.history.push({ created: this.created(), created_by: 'kiln --single-snapshot: the changes of every step of the stage' });
   }
 

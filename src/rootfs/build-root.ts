@@ -2,6 +2,7 @@
 // kiln wrote for COPY), a step runs in it, and what the step changed comes back as a snapshot.
 // OverlayRoot (chroot isolation, overlayfs) and DirectoryRoot (a plain tree: chroot isolation
 // without overlayfs, or "/" itself in container isolation) implement it.
+import { readFile, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { StepProcess } from '../isolation/step-process.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
@@ -48,3 +49,9 @@ export function hostsFileText(hostname: string): string {
 }
 
 export const STEP_HOSTNAME = 'kiln';
+
+/** Writes the files a step sees as /etc/hosts and /etc/resolv.conf (the host's resolvers). */
+export async function writeNetworkFiles(hostsFile: string, resolvFile: string): Promise<void> {
+  await writeFile(hostsFile, hostsFileText(STEP_HOSTNAME));
+  await writeFile(resolvFile, await readFile('/etc/resolv.conf').catch(() => Buffer.alloc(0)));
+}

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { log } from '../log/logger.js';
 import { sandboxBinary } from '../isolation/sandbox-binary.js';
 import type { SnapshotMode } from '../snapshot/walk-snapshot.js';
+import { isIgnored } from '../snapshot/tree-walk.js';
 import type { BuildRoot } from './build-root.js';
 import { DirectoryRoot } from './directory-root.js';
 import { LayerDirectories, OverlayRoot } from './overlay-root.js';
@@ -110,7 +111,7 @@ async function containerIgnoreList(options: RootOptions): Promise<string[]> {
 async function wipe(abs: string, rel: string, ignored: readonly string[]): Promise<void> {
   for (const name of await readdir(abs)) {
     const path = rel === '' ? name : `${rel}/${name}`;
-    if (ignored.some((p) => path === p || path.startsWith(p + '/'))) continue;
+    if (isIgnored(path, ignored)) continue;
     const child = join(abs, name);
     if (ignored.some((p) => p.startsWith(path + '/'))) await wipe(child, path, ignored);
     else await rm(child, { recursive: true, force: true });

@@ -2,14 +2,14 @@
 // changes are found by comparing an lstat index of the tree before and after the step. Used for
 // chroot isolation where overlayfs is unavailable, and for container isolation, where the tree is
 // "/" itself and kiln's own files and the container's mounts are left out (the ignore list).
-import { lstat, mkdir, readFile, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from './extract-layer.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { isIgnored } from '../snapshot/tree-walk.js';
 import { diffTrees, indexTree, type SnapshotMode, type TreeIndex } from '../snapshot/walk-snapshot.js';
 import { withExtractRetries } from './extract-retries.js';
-import { hostsFileText, MOUNT_POINTS, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
+import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 
 export interface DirectoryRootOptions {
   /** The tree: a fresh directory (chroot isolation) or "/" (container isolation). */
@@ -64,8 +64,7 @@ export class DirectoryRoot implements BuildRoot {
       const hostsFile = join(workDir, 'hosts');
       const resolvFile = join(workDir, 'resolv.conf');
       await mkdir(workDir, { recursive: true });
-      await writeFile(hostsFile, hostsFileText(STEP_HOSTNAME));
-      await writeFile(resolvFile, await readFile('/etc/resolv.conf').catch(() => Buffer.alloc(0)));
+      await writeNetworkFiles(hostsFile, resolvFile);
       try {
         exitCode = await runStepProcess(step, { kind: 'chroot', root, workDir, hostsFile, resolvFile, hostname: STEP_HOSTNAME });
       } finally {

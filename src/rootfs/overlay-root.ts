@@ -2,13 +2,13 @@
 // directory of its own (whiteouts as overlayfs writes them), a step gets a fresh upper directory on
 // top, and that upper directory is exactly the step's change set. It then becomes one more layer.
 // Layer directories are shared by every stage of a build, so a stage FROM an earlier one reuses them.
-import { chmod, chown, mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from './extract-layer.js';
 import { withExtractRetries } from './extract-retries.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
-import { hostsFileText, MOUNT_POINTS, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
+import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 
 /** The per-build store of extracted layers: <work>/l/<n>, one per layer digest. */
 export class LayerDirectories {
@@ -80,8 +80,7 @@ export class OverlayRoot implements BuildRoot {
     await makeMountPoints(join(work, init), image);
     const hostsFile = join(work, init + '.hosts');
     const resolvFile = join(work, init + '.resolv');
-    await writeFile(hostsFile, hostsFileText(STEP_HOSTNAME));
-    await writeFile(resolvFile, await readFile('/etc/resolv.conf').catch(() => Buffer.alloc(0)));
+    await writeNetworkFiles(hostsFile, resolvFile);
     const lower = [init, ...[...this.layers].reverse()].join(':');
     const overlay = `lowerdir=${lower},upperdir=${upper},workdir=${scratch},redirect_dir=off,metacopy=off,index=off`;
     try {
