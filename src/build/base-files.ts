@@ -21,6 +21,13 @@ export class BaseFileLister {
     this.listings.set(layer.digest, await readLayerEntries(layer, bytes));
   };
 
+  /** One layer's listing, once listLayer has read it. */
+  listing(layer: Descriptor): LayerListing {
+    const listing = this.listings.get(layer.digest);
+    if (!listing) throw new Error(`no listing of layer ${layer.digest}`);
+    return listing;
+  }
+
   view(layers: readonly Descriptor[]): FsView {
     const view = new FsView();
     for (const layer of layers) {
@@ -32,7 +39,7 @@ export class BaseFileLister {
   }
 }
 
-interface LayerListing {
+export interface LayerListing {
   entries: LayerEntry[];
   /** Paths deleted by `.wh.<name>` files. */
   whiteouts: string[];

@@ -23,6 +23,11 @@ import { StageBuilder, type StageEnvironment, type StageImage } from './stage-bu
 import { createRootFactory, type Isolation, type RootFactory } from '../rootfs/create-root.js';
 import { CopySources } from './copy-sources.js';
 import { CopyError } from './copy.js';
+import { RegistryLayerCache, type CacheLocation } from '../cache/layer-cache.js';
+import type { BuildCache } from './step-cache.js';
+import { hashText } from '../cache/cache-key.js';
+import { parseReference } from '../reference/reference.js';
+import { relative as relativePath } from 'node:path';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -30,7 +35,9 @@ export interface BuildResult {
   image: BuiltImage;
   /** Where the final image's base layers came from (mount candidates when pushing). */
   blobSources: { registry: string; repository: string }[];
-  /** Removes the temporary blob store. */
+  /** Layers of the image that are only in a registry other than blobSources[0]'s (cache hits), by digest. */
+  remoteLayers: Map<string, CacheLocation>;
+  /** Waits for cache entries still being pushed, then removes the temporary blob store. */
   dispose(): Promise<void>;
 }
 
@@ -49,6 +56,8 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   const copySources = new CopySources(store);
   let current = 0;
   const built = new Map<number, StageImage>();
+  const cache = layerCache(options, session, store);
+  const lister = new BaseFileLister();
   try {
     const env: StageEnvironment = {
       context, store,
@@ -62,6 +71,16 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       roots: () => (roots ??= makeRootFactory(options)),
       singleSnapshot: options.singleSnapshot,
       copySource: (from) => copySource(from, current, model, built, copySources, env, options, session),
+      copySourceKey: (from) => {
+        const stage = stageNamed(model, from);
+        return stage ? built.get(stage.index)?.cacheKey : undefined;
+      },
+      ...(cache ? { cache: { layers: cache, runLayers: options.cache!.runLayers, copyLayers: options.cache!.copyLayers, dockerfileId: dockerfileId(options) } satisfies BuildCache } : {}),
+      remoteLayers: new Map(),
+      cachedLayerFiles: async (layer, source) => {
+        await fetchLayers([layer], source, session, store, options.registry.imageDownloadRetry, lister.listLayer);
+        return lister.listing(layer);
+      },
     };
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
     for (const stage of model.stages.slice(0, target + 1)) {
@@ -84,10 +103,19 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     const image = await assembleImage(config, final.layers, store, final.family);
     await disposeRoots(roots);
     await copySources.dispose();
-    return { image, blobSources: final.blobSources, dispose: () => store.dispose() };
+    const remoteLayers = new Map([...env.remoteLayers].filter(([digest]) => final.layers.some((l) => l.digest === digest)));
+    return {
+      image, blobSources: [...final.blobSources, ...(cache ? [cache.location] : [])], remoteLayers,
+      dispose: async () => {
+        await cache?.flush();
+        await store.dispose();
+      },
+    };
   } catch (e) {
     await disposeRoots(roots);
     await copySources.dispose();
+    // The steps that finished before the failure are worth keeping in the cache.
+    await cache?.flush();
     await store.dispose();
     throw e;
   }
@@ -136,6 +164,24 @@ async function copySource(
   return { files, name: `image ${from}` };
 }
 
+/** The layer cache the flags ask for, if any. */
+function layerCache(options: BuildOptions, session: RegistrySession, store: BlobStore): RegistryLayerCache | undefined {
+  if (!options.cache) return undefined;
+  const ref = parseReference(options.cache.repo);
+  if (ref.tag !== undefined && ref.tag !== 'latest' || ref.digest) log.warn(`--cache-repo ${options.cache.repo}: the tag or digest is ignored; cache entries are tagged by key`);
+  const cache = new RegistryLayerCache(session, { registry: ref.registry, repository: ref.repository }, store, {
+    ttlMs: options.cache.ttlMs, push: options.cache.push, platform: options.platform,
+  });
+  log.info(`Using layer cache ${cache.description}`);
+  return cache;
+}
+
+/** Names the Dockerfile in the cache's "last build of this step" records: its path in the context, else its name. */
+function dockerfileId(options: BuildOptions): string {
+  const rel = relativePath(options.contextDir, options.dockerfilePath);
+  return hashText(rel.startsWith('..') ? options.dockerfilePath.slice(options.dockerfilePath.lastIndexOf('/') + 1) : rel, options.target ?? '');
+}
+
 async function makeRootFactory(options: BuildOptions): Promise<RootFactory> {
   const isolation: Isolation = options.isolation;
   const factory = await createRootFactory({
@@ -157,7 +203,10 @@ async function buildStage(
   const baseName = expandFrom(stage, env);
   log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
   const base = await startingImage(baseName, stage, model, built, env, options, session);
-  const builder = new StageBuilder(base, env);
+  const p = options.platform;
+  const builder = new StageBuilder(base, env, stage.index, {
+    platform: [p.os, p.architecture, p.variant].filter(Boolean).join('/'), reproducible: String(options.reproducible),
+  });
   const triggers = base.config.config.OnBuild ?? [];
   log.info(`Executing ${triggers.length} build triggers`);
   base.config.config.OnBuild = null;
@@ -197,7 +246,7 @@ async function startingImage(
   }
   if (baseName.toLowerCase() === 'scratch') {
     log.info('No base image, nothing to extract');
-    return { config: emptyConfig(options.platform), layers: [], files: new FsView(), family: 'oci', blobSources: [] };
+    return { config: emptyConfig(options.platform), layers: [], files: new FsView(), family: 'oci', blobSources: [], cacheKey: 'scratch' };
   }
   try {
     const pulled = await pullImage(baseName, session, pullOptions(options));
@@ -205,8 +254,9 @@ async function startingImage(
     // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
     // a later stage that needs the files (FROM this one) downloads and lists them then.
     const lister = new BaseFileLister();
-    const writesFiles = stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
-      || (pulled.config.config.OnBuild ?? []).length > 0;
+    // With the layer cache, steps that hit need no files: the download waits for a step that does.
+    const writesFiles = !options.cache && (stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
+      || (pulled.config.config.OnBuild ?? []).length > 0);
     if (writesFiles) await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
     const files = writesFiles
       ? lister.view(pulled.layers)
@@ -217,6 +267,7 @@ async function startingImage(
     return {
       config: pulled.config, layers: [...pulled.layers], files, family: pulled.family,
       blobSources: [{ registry: pulled.source.registry, repository: pulled.source.repository }],
+      cacheKey: `image@${pulled.manifestDigest}`,
     };
   } catch (e) {
     if (e instanceof RegistryError || e instanceof InvalidReferenceError || e instanceof DigestMismatchError) {

@@ -9,46 +9,77 @@ export class FsView {
   private readonly entries = new Map<string, LayerEntry>();
   /** Paths directly under each directory path ("" is the root): subtrees go in time proportional to their size. */
   private readonly children = new Map<string, Set<string>>();
-  /** For a base image whose listing is read only when an instruction first needs it. */
-  private loader?: () => Promise<FsView>;
+  /** Work left before the view is complete: a base image's listing, cached layers' listings (in order). */
+  private loader?: () => Promise<void>;
+  private loading?: Promise<void>;
 
   /** A view filled by `load` on the first ready(): metadata-only builds never read the base layers. */
   static lazy(load: () => Promise<FsView>): FsView {
     const view = new FsView();
-    view.loader = load;
+    view.loader = async () => {
+      for (const v of (await load()).entries.values()) view.set(v);
+    };
     return view;
   }
 
-  /** Loads a lazy view; every other method needs it to have been awaited once. */
+  /**
+   * Stacks a layer whose listing is read only when something needs the files (a layer the cache
+   * supplied): a build whose steps all hit the cache never downloads it.
+   */
+  deferLayer(listing: () => Promise<{ entries: readonly LayerEntry[]; whiteouts: readonly string[]; opaque: readonly string[] }>): void {
+    const before = this.loader;
+    this.loader = async () => {
+      await before?.();
+      const l = await listing();
+      this.stack(l.entries, l.whiteouts, l.opaque);
+    };
+  }
+
+  /** Loads what is deferred; every other method needs it to have been awaited once since the last deferral. */
   async ready(): Promise<void> {
-    const load = this.loader;
-    if (!load) return;
-    this.loader = undefined;
-    for (const v of (await load()).entries.values()) this.set(v);
+    if (this.loader) {
+      const load = this.loader;
+      this.loader = undefined;
+      const previous = this.loading;
+      this.loading = (async () => {
+        await previous;
+        await load();
+      })();
+    }
+    await this.loading;
   }
 
   clone(): FsView {
-    if (this.loader) return FsView.lazy(this.loader);
     const copy = new FsView();
-    for (const v of this.entries.values()) copy.set(v);
+    if (this.loader || this.loading) {
+      copy.loader = async () => {
+        await this.ready();
+        for (const v of this.entries.values()) copy.set(v);
+      };
+    } else for (const v of this.entries.values()) copy.set(v);
     return copy;
   }
 
   /** Records a layer's entries (later layers override earlier ones, as when layers are stacked). */
   apply(layer: readonly LayerEntry[]): void {
     this.assertReady();
-    for (const e of layer) {
-      // A non-directory replaces whatever tree was at that path.
-      if (e.type !== 'dir') this.removeBelow(e.path);
-      this.set(e);
-    }
+    // A non-directory replaces whatever tree was at that path.
+    this.stack(layer, [], []);
   }
 
   /** Stacks a base-image layer: opaque directories and whiteouts hide lower entries first. */
   applyLayer(entries: readonly LayerEntry[], whiteouts: readonly string[], opaque: readonly string[]): void {
+    this.assertReady();
+    this.stack(entries, whiteouts, opaque);
+  }
+
+  private stack(entries: readonly LayerEntry[], whiteouts: readonly string[], opaque: readonly string[]): void {
     for (const dir of opaque) this.removeBelow(dir);
     for (const path of whiteouts) this.remove(path);
-    this.apply(entries);
+    for (const e of entries) {
+      if (e.type !== 'dir') this.removeBelow(e.path);
+      this.set(e);
+    }
   }
 
   private set(e: LayerEntry): void {
@@ -123,7 +154,7 @@ export class FsView {
   }
 
   private assertReady(): void {
-    if (this.loader) throw new Error('internal error: the base image file view was used before ready()');
+    if (this.loader) throw new Error('internal error: the image file view was used before ready()');
   }
 
   /** The text of a regular file this build put in the image (e.g. /etc/passwd), undefined if absent. */

@@ -46,5 +46,18 @@ export interface BuildOptions {
   registryMaps: RegistryMaps;
   skipDefaultRegistryFallback: boolean;
   skipPushPermissionCheck: boolean;
+  /** The layer cache (--cache and its flags); undefined when off. */
+  cache?: CacheOptions;
   pushIgnoreImmutableTagErrors: boolean;
+}
+
+export interface CacheOptions {
+  /** Registry repository of cache entries (--cache-repo, default <first destination>/cache). */
+  repo: string;
+  /** --cache-ttl in milliseconds. */
+  ttlMs: number;
+  runLayers: boolean;
+  copyLayers: boolean;
+  /** false with --no-push-cache. */
+  push: boolean;
 }

@@ -22,6 +22,10 @@ import { SandboxSetupError } from '../isolation/step-process.js';
 import { snapshotLayerEntries } from '../snapshot/snapshot.js';
 import { resolveUser, runArgv, runEnv, runHistory } from './run-step.js';
 import { SquashedChanges } from './single-snapshot.js';
+import { StageCache, type BuildCache } from './step-cache.js';
+import { hashText, type ChainItem } from '../cache/cache-key.js';
+import type { CachedStep, CacheLocation } from '../cache/layer-cache.js';
+import { sourceFiles } from '../context/source-digest.js';
 
 /** The image a stage produces (and a later stage may start FROM). */
 export interface StageImage {
@@ -32,6 +36,8 @@ export interface StageImage {
   family: MediaTypeFamily;
   /** Registries and repositories the base layers came from (for cross-repository mounts on push). */
   blobSources: { registry: string; repository: string }[];
+  /** What the image's content is keyed by in the layer cache: the base's digest, or the key a stage ended with. */
+  cacheKey: string;
 }
 
 export interface StageEnvironment {
@@ -53,6 +59,14 @@ export interface StageEnvironment {
   singleSnapshot: boolean;
   /** COPY --from: the files of an earlier stage (name or index) or of an image. */
   copySource: (from: string) => Promise<{ files: BuildContext; name: string }>;
+  /** COPY --from: the cache key of an earlier stage, undefined when `from` names an image. */
+  copySourceKey: (from: string) => string | undefined;
+  /** The layer cache (--cache), when on. */
+  cache?: BuildCache;
+  /** Layers not in the blob store, by digest: where to fetch or mount them from (cache hits). */
+  remoteLayers: Map<string, CacheLocation>;
+  /** Downloads a layer the cache supplied into the store and lists its files. */
+  cachedLayerFiles: (layer: Descriptor, source: CacheLocation) => Promise<{ entries: LayerEntry[]; whiteouts: string[]; opaque: string[] }>;
 }
 
 export class StageBuilder {
@@ -70,14 +84,24 @@ export class StageBuilder {
   private readonly volumes: string[] = [];
   /** With --single-snapshot, the stage's changes so far. */
   private readonly squashed?: SquashedChanges;
+  /** The stage's key chain, with --cache. */
+  private readonly cache?: StageCache;
+  /** The layer the last step wrote (what a cache save stores). */
+  private lastLayer?: { descriptor: Descriptor; diffId: string };
+  /** Dockerfile line of the instruction being dispatched. */
+  private line = 0;
 
   constructor(
     private readonly image: StageImage,
     private readonly env: StageEnvironment,
+    stageIndex: number,
+    /** Build-wide inputs of every cache key (platform, --reproducible). */
+    cacheSettings: Record<string, string> = {},
   ) {
     this.lex = new ShellLex(env.escapeToken);
     this.rootLayers = [...image.layers];
     if (env.singleSnapshot) this.squashed = new SquashedChanges(() => image.files.clone());
+    if (env.cache) this.cache = new StageCache(env.cache, image.cacheKey, stageIndex, cacheSettings);
     for (const kv of image.config.config.Env ?? []) {
       const eq = kv.indexOf('=');
       if (eq > 0) this.vars.set(kv.slice(0, eq), kv.slice(eq + 1));
@@ -85,12 +109,15 @@ export class StageBuilder {
   }
 
   get result(): StageImage {
+    if (this.cache) this.image.cacheKey = this.cache.key;
     return this.image;
   }
 
   async dispatch(instruction: Instruction): Promise<void> {
+    this.line = instruction.node.startLine;
     try {
-      await this.dispatchUnchecked(instruction);
+      if (this.cache) await this.dispatchCached(instruction, this.cache);
+      else await this.dispatchUnchecked(instruction);
     } catch (e) {
       if (e instanceof ShellExpansionError || e instanceof CopyError || e instanceof UserLookupError || e instanceof ContextError) {
         throw new BuildError(e.message, instruction.node.startLine);
@@ -100,6 +127,82 @@ export class StageBuilder {
   }
 
   private lookup: EnvLookup = (name) => this.vars.get(name);
+
+  /**
+   * With --cache: RUN (and COPY/ADD with --cache-copy-layers, and WORKDIR) are looked up by key and
+   * reused when found; every other instruction feeds the key chain by its history text.
+   */
+  private async dispatchCached(ins: Instruction, cache: StageCache): Promise<void> {
+    let item: ChainItem;
+    let kind: 'run' | 'copy' | 'workdir';
+    if (ins.kind === 'run') {
+      kind = 'run';
+      item = { line: this.line, text: runHistory(runArgv(ins, this.image.config.config.Shell ?? undefined), this.stageArgs) };
+    } else if (ins.kind === 'copy' || ins.kind === 'add') {
+      kind = 'copy';
+      const copy = await this.copyKeyItem(ins);
+      if (!copy.cacheable) {
+        // A COPY --from an image by tag: its content is known only once read, so the chain takes the result.
+        await this.dispatchUnchecked(ins);
+        cache.note({ ...copy.item, extra: { ...copy.item.extra, result: this.image.config.rootfs.diff_ids.at(-1) ?? '' } });
+        return;
+      }
+      item = copy.item;
+    } else if (ins.kind === 'workdir') {
+      kind = 'workdir';
+      item = { line: this.line, text: `WORKDIR ${this.word(ins.path)}` };
+    } else {
+      const history = this.image.config.history.length;
+      await this.dispatchUnchecked(ins);
+      const text = this.image.config.history.length > history ? this.image.config.history.at(-1)!.created_by! : ins.node.original;
+      cache.note({ line: this.line, text });
+      return;
+    }
+    if (!cache.caches(kind)) {
+      await this.dispatchUnchecked(ins);
+      cache.note(item);
+      return;
+    }
+    const found = await cache.lookup(item);
+    if ('hit' in found) {
+      if (ins.kind === 'workdir') this.setWorkdir(this.word(ins.path));
+      return this.useCached(found.hit);
+    }
+    this.lastLayer = undefined;
+    await this.dispatchUnchecked(ins);
+    cache.store(found.miss, { createdBy: this.image.config.history.at(-1)?.created_by ?? item.text, created: this.created(), layer: this.lastLayer });
+  }
+
+  /** A COPY/ADD as a key input: its text (variables are in the chain already) and what it reads. */
+  private async copyKeyItem(ins: CopyInstruction): Promise<{ item: ChainItem; cacheable: boolean }> {
+    const extra: Record<string, string> = {};
+    for (const s of ins.inlineSources) extra[`heredoc:${s.name}`] = hashText(s.content);
+    const item: ChainItem = { line: this.line, text: ins.node.original.trim(), extra };
+    const sources = ins.sources.map((s) => this.word(s));
+    if (ins.from === undefined) return { item: { ...item, files: await sourceFiles(this.env.context, sources, false) }, cacheable: true };
+    const from = this.word(ins.from);
+    const stageKey = this.env.copySourceKey(from);
+    if (stageKey !== undefined) return { item: { ...item, extra: { ...extra, 'from-stage': stageKey } }, cacheable: true };
+    // An image pinned by digest is content-addressed; a tag may move.
+    return { item: { ...item, extra: { ...extra, 'from-image': from } }, cacheable: /@sha256:[0-9a-f]{64}$/.test(from) };
+  }
+
+  /** A step the cache supplied: its layer joins the image; its files are listed only if a later step needs them. */
+  private async useCached(hit: CachedStep): Promise<void> {
+    if (!hit.layer) return this.history(hit.createdBy);
+    const { descriptor, diffId } = hit.layer;
+    this.image.layers.push(descriptor);
+    this.image.config.rootfs.diff_ids.push(diffId);
+    this.image.config.history.push({ created: this.created(), created_by: hit.createdBy });
+    this.rootLayers.push(descriptor);
+    this.env.remoteLayers.set(descriptor.digest, hit.source);
+    this.image.files.deferLayer(() => this.env.cachedLayerFiles(descriptor, hit.source));
+    if (this.root) {
+      // A root made for an earlier step that missed gets the layer too.
+      await this.image.files.ready();
+      await this.root.addLayer({ digest: descriptor.digest, open: async () => this.env.store.openVerified(descriptor.digest) });
+    }
+  }
 
   private word(text: string): string {
     return this.lex.processWord(text, this.lookup);
@@ -251,6 +354,7 @@ export class StageBuilder {
     }
     log.info('Taking snapshot of files...');
     const written = await this.writeLayer(snapshotLayerEntries(snapshot));
+    this.lastLayer = { descriptor: written.descriptor, diffId: written.diffId };
     this.rootLayers.push(written.descriptor);
     root.committed(written.descriptor.digest);
     this.image.files.applyLayer(snapshot.entries, snapshot.whiteouts, snapshot.opaque);
@@ -284,19 +388,26 @@ export class StageBuilder {
     this.root = undefined;
   }
 
-  private async workdir(path: string): Promise<void> {
+  /** WORKDIR's effect on the config: relative paths join the current one. */
+  private setWorkdir(path: string): string {
     const cfg = this.image.config.config;
     const wd = posix.normalize(posix.isAbsolute(path) ? path : posix.join(cfg.WorkingDir || '/', path));
     cfg.WorkingDir = wd.length > 1 ? wd.replace(/\/+$/, '') : wd;
-    if (cfg.WorkingDir === '/') return this.history('WORKDIR /');
+    return cfg.WorkingDir;
+  }
+
+  private async workdir(path: string): Promise<void> {
+    const cfg = this.image.config.config;
+    const workdir = this.setWorkdir(path);
+    if (workdir === '/') return this.history('WORKDIR /');
     await this.image.files.ready();
-    if (this.image.files.isDirectory(cfg.WorkingDir)) {
-      return this.history(`WORKDIR ${cfg.WorkingDir}`);
+    if (this.image.files.isDirectory(workdir)) {
+      return this.history(`WORKDIR ${workdir}`);
     }
     // BuildKit creates a missing WORKDIR (and its parents) owned by the current USER.
     const owner = await this.identity(cfg.User || '0');
     const entries: LayerEntry[] = [];
-    const parts = relative(cfg.WorkingDir).split('/');
+    const parts = relative(workdir).split('/');
     for (let i = 1; i <= parts.length; i++) {
       const dir = parts.slice(0, i).join('/');
       if (this.image.files.isDirectory(dir)) continue;
@@ -356,6 +467,7 @@ export class StageBuilder {
   private async addLayer(entries: LayerEntry[], createdBy: string): Promise<void> {
     // With --single-snapshot the layer is still written, for a root to extract, but kept out of the image.
     const written = await this.writeLayer(entries, !this.squashed);
+    this.lastLayer = { descriptor: written.descriptor, diffId: written.diffId };
     this.squashed?.add({ entries: withAncestors(entries, this.image.files), whiteouts: [], opaque: [] });
     this.rootLayers.push(written.descriptor);
     this.image.files.apply(entries);

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { buildImage } from '../build/executor.js';
 import { containerIsolationProblem } from '../rootfs/create-root.js';
-import type { BuildOptions } from '../build/options.js';
+import type { BuildOptions, CacheOptions } from '../build/options.js';
 import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
 import { writeOutputs } from '../output/write-outputs.js';
 import { parseReference } from '../reference/reference.js';
@@ -46,13 +46,16 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
     const result = await buildImage(options, session);
     try {
       if (options.tarPath || options.ociLayoutPath) {
-        await fetchMissingLayers(result.image.manifest.layers, result.blobSources[0], session, result.image.store, options.registry.imageDownloadRetry);
+        for (const layer of result.image.manifest.layers) {
+          await fetchMissingLayers([layer], result.remoteLayers.get(layer.digest) ?? result.blobSources[0], session, result.image.store, options.registry.imageDownloadRetry);
+        }
       }
       await writeOutputs(result.image, options);
       if (options.noPush) log.info('Skipping push to container registry due to --no-push flag');
       else {
         await pushImage(result.image, destinations, session, {
           blobSources: result.blobSources,
+          remoteLayers: result.remoteLayers,
           retries: options.registry.pushRetry,
           ignoreImmutableTagErrors: options.pushIgnoreImmutableTagErrors,
         });
@@ -161,7 +164,48 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     skipDefaultRegistryFallback: bool('skip-default-registry-fallback'),
     skipPushPermissionCheck: bool('skip-push-permission-check'),
     pushIgnoreImmutableTagErrors: bool('push-ignore-immutable-tag-errors'),
+    cache: bool('cache') ? cacheOptions(str('cache-repo'), destinations, values.get('cache-ttl') as string, bool('single-snapshot'), {
+      runLayers: bool('cache-run-layers'), copyLayers: bool('cache-copy-layers'), push: !bool('no-push-cache'),
+    }) : undefined,
   };
+}
+
+/** --cache and its flags; the repository defaults to the first destination's, as kaniko's does. */
+function cacheOptions(
+  repo: string | undefined, destinations: string[], ttl: string, singleSnapshot: boolean,
+  flags: { runLayers: boolean; copyLayers: boolean; push: boolean },
+): CacheOptions | undefined {
+  if (singleSnapshot) {
+    log.warn('--cache is not used with --single-snapshot: a stage has one layer, made at its end');
+    return undefined;
+  }
+  if (repo?.startsWith('oci:')) throw new UsageError(`--cache-repo ${repo}: a cache in a local OCI layout is not supported yet (planned in issue #6); give a registry repository`);
+  let chosen = repo;
+  if (!chosen) {
+    if (destinations.length === 0) throw new UsageError('--cache needs --cache-repo, or a --destination whose repository + "/cache" holds the cache');
+    const first = parseReference(destinations[0]!);
+    chosen = `${first.registry}/${first.repository}/cache`;
+  }
+  parseReference(chosen);
+  return { repo: chosen, ttlMs: parseGoDuration(ttl, '--cache-ttl'), ...flags };
+}
+
+/** Go's time.ParseDuration, as kaniko's duration flags take it: "336h0m0s", "90m", "1.5h", "2h45m". */
+export function parseGoDuration(text: string, flag: string): number {
+  const units: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  if (text === '0') return 0;
+  const re = /(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)/y;
+  let total = 0;
+  let at = 0;
+  while (at < text.length) {
+    re.lastIndex = at;
+    const m = re.exec(text);
+    if (!m) throw new UsageError(`invalid ${flag} "${text}": use a duration such as 336h, 90m or 2h45m`);
+    total += Number(m[1]) * units[m[2]!]!;
+    at = re.lastIndex;
+  }
+  if (text === '') throw new UsageError(`invalid ${flag} "": use a duration such as 336h`);
+  return total;
 }
 
 function nonNegative(value: number, flag: string): number {

@@ -12,6 +12,8 @@ import type { RegistrySession } from './session.js';
 export interface PushOptions {
   /** Where blobs of the base image came from: candidates for cross-repository mounts. */
   blobSources: { registry: string; repository: string }[];
+  /** Layers that live in another repository than blobSources[0] (layer cache hits), by digest. */
+  remoteLayers?: ReadonlyMap<string, { registry: string; repository: string }>;
   /** --push-retry: extra attempts of a whole push. */
   retries: number;
   ignoreImmutableTagErrors: boolean;
@@ -41,9 +43,9 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
     .filter((s) => s.registry === dest.registry && s.repository !== dest.repository)
     .map((s) => s.repository);
   const blobs = [...image.manifest.layers, image.configDescriptor];
-  const source = options.blobSources[0];
   await forEachLimited(blobs, 4, async (blob) => {
     // A base layer never downloaded streams from its source registry straight to this one.
+    const source = options.remoteLayers?.get(blob.digest) ?? options.blobSources[0];
     const local = await image.store.has(blob.digest);
     if (!local && !source) throw new Error(`internal error: blob ${blob.digest} is neither local nor in a known registry`);
     const open = local

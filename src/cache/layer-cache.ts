@@ -1,0 +1,175 @@
+// The layer cache in a registry repository (--cache-repo, default <first destination>/cache). Each
+// cached step is a small image tagged with its key: one layer (or none, for a step that changed no
+// files) and a config that records the key's inputs. A second tag per Dockerfile step ("step-...")
+// names the entry the last build stored for that step, so a miss can say what changed since.
+// Lookups that fail for any reason are misses, and failed saves are warnings: the cache can make a
+// build faster, never break it.
+import { MediaType, type Descriptor, type ImageConfig, type Manifest, type Platform } from '../image/types.js';
+import type { BlobStore } from '../image/blob-store.js';
+import { stableJson } from '../image/image.js';
+import { log } from '../log/logger.js';
+import type { RegistrySession } from '../remote/session.js';
+import { RegistryError } from '../registry/types.js';
+import { CACHE_FORMAT, type ChainItem } from './cache-key.js';
+
+export interface CacheLocation {
+  registry: string;
+  repository: string;
+}
+
+/** What a cache entry holds. */
+export interface CachedStep {
+  key: string;
+  /** The layer the step made, or undefined when it changed no files. */
+  layer?: { descriptor: Descriptor; diffId: string };
+  createdBy: string;
+  /** Where the layer blob can be fetched or mounted from. */
+  source: CacheLocation;
+}
+
+/** The inputs an entry was stored with (see CacheChain). */
+export interface StepInputs {
+  parent: string;
+  items: ChainItem[];
+}
+
+interface CacheRecord extends StepInputs {
+  format: string;
+  key: string;
+}
+
+/** Config field holding the record; any other consumer of the image ignores unknown fields. */
+const RECORD_FIELD = 'kiln.cache';
+const MAX_CACHE_CONFIG = 8 << 20;
+
+export interface LayerCacheOptions {
+  /** Entries older than this are misses (--cache-ttl). */
+  ttlMs: number;
+  /** --no-push-cache turns saving off; lookups still happen. */
+  push: boolean;
+  platform: Platform;
+}
+
+export class RegistryLayerCache {
+  private readonly saves: Promise<void>[] = [];
+  private failedLookups = 0;
+
+  constructor(
+    private readonly session: RegistrySession,
+    readonly location: CacheLocation,
+    private readonly store: BlobStore,
+    private readonly options: LayerCacheOptions,
+  ) {}
+
+  get description(): string {
+    return `${this.location.registry}/${this.location.repository}`;
+  }
+
+  private client() {
+    return this.session.client(this.location.registry, this.location.repository, this.options.push ? 'push' : 'pull');
+  }
+
+  /** The entry stored under `key`, unless absent, expired or unreadable. */
+  async lookup(key: string): Promise<CachedStep | { miss: string }> {
+    let found: { config: ImageConfig & { [RECORD_FIELD]?: CacheRecord }; manifest: Manifest } | undefined;
+    try {
+      found = await this.read(key);
+    } catch (e) {
+      if (this.failedLookups++ === 0) log.warn(`Layer cache ${this.description} could not be read, building without it: ${(e as Error).message}`);
+      return { miss: 'the cache could not be read' };
+    }
+    if (!found) return { miss: 'no entry' };
+    const { config, manifest } = found;
+    const record = config[RECORD_FIELD];
+    if (record?.format !== CACHE_FORMAT || record.key !== key) return { miss: 'the entry under this key was not written by this kiln' };
+    const created = Date.parse(config.created ?? '');
+    if (!(created > Date.now() - this.options.ttlMs)) return { miss: `the entry expired (created ${config.created}, --cache-ttl ${Math.round(this.options.ttlMs / 3_600_000)}h)` };
+    const history = config.history.find((h) => !h.empty_layer) ?? config.history[0];
+    const layer = manifest.layers[0];
+    const diffId = config.rootfs.diff_ids[0];
+    if (manifest.layers.length > 1 || (layer && !diffId)) return { miss: 'the entry is malformed' };
+    return {
+      key,
+      createdBy: history?.created_by ?? '',
+      ...(layer && diffId ? { layer: { descriptor: { mediaType: layer.mediaType, size: layer.size, digest: layer.digest }, diffId } } : {}),
+      source: this.location,
+    };
+  }
+
+  /** What the last build stored for this Dockerfile step, to explain a miss. */
+  async previous(position: string): Promise<StepInputs | undefined> {
+    try {
+      const record = (await this.read(positionTag(position)))?.config[RECORD_FIELD];
+      return record?.format === CACHE_FORMAT ? record : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stores a step's result in the background; flush() waits for every save. */
+  save(step: { key: string; position: string; inputs: StepInputs; createdBy: string; created: string; layer?: { descriptor: Descriptor; diffId: string } }): void {
+    if (!this.options.push) return;
+    const saving = this.write(step).then(
+      () => log.debug(`Pushed cache entry ${this.description}:${step.key}`),
+      (e: Error) => log.warn(`Failed to push cache layer for "${clip(step.createdBy)}" to ${this.description}: ${e.message}`),
+    );
+    this.saves.push(saving);
+  }
+
+  async flush(): Promise<void> {
+    await Promise.all(this.saves);
+  }
+
+  private async read(tag: string): Promise<{ config: ImageConfig & { [RECORD_FIELD]?: CacheRecord }; manifest: Manifest } | undefined> {
+    const client = this.client();
+    let fetched;
+    try {
+      fetched = await client.getManifest(tag);
+    } catch (e) {
+      if (e instanceof RegistryError && e.status === 404) return undefined;
+      throw e;
+    }
+    const manifest = JSON.parse(fetched.bytes.toString('utf8')) as Manifest;
+    if (!manifest.config || !Array.isArray(manifest.layers) || manifest.config.size > MAX_CACHE_CONFIG) return undefined;
+    const chunks: Buffer[] = [];
+    for await (const c of await client.getBlob(manifest.config.digest)) chunks.push(c as Buffer);
+    return { manifest, config: JSON.parse(Buffer.concat(chunks).toString('utf8')) as ImageConfig & { [RECORD_FIELD]?: CacheRecord } };
+  }
+
+  private async write(step: { key: string; position: string; inputs: StepInputs; createdBy: string; created: string; layer?: { descriptor: Descriptor; diffId: string } }): Promise<void> {
+    const client = this.client();
+    const p = this.options.platform;
+    const record: CacheRecord = { format: CACHE_FORMAT, key: step.key, ...step.inputs };
+    const config = {
+      architecture: p.architecture, os: p.os, ...(p.variant ? { variant: p.variant } : {}),
+      created: step.created,
+      config: {},
+      rootfs: { type: 'layers', diff_ids: step.layer ? [step.layer.diffId] : [] },
+      history: [{ created: step.created, created_by: step.createdBy, ...(step.layer ? {} : { empty_layer: true }) }],
+      [RECORD_FIELD]: record,
+    };
+    const configBytes = Buffer.from(stableJson(config));
+    const configDescriptor = await this.store.putBytes(configBytes, MediaType.ociConfig);
+    const layers = step.layer ? [step.layer.descriptor] : [];
+    for (const blob of [...layers, configDescriptor]) {
+      await client.pushBlob(blob, () => this.store.openVerified(blob.digest));
+    }
+    const manifest: Manifest = {
+      schemaVersion: 2, mediaType: MediaType.ociManifest,
+      config: { mediaType: configDescriptor.mediaType, size: configDescriptor.size, digest: configDescriptor.digest },
+      layers: layers.map((l) => ({ mediaType: l.mediaType, size: l.size, digest: l.digest })),
+    };
+    const bytes = Buffer.from(JSON.stringify(manifest));
+    await client.putManifest(step.key, bytes, MediaType.ociManifest);
+    await client.putManifest(positionTag(step.position), bytes, MediaType.ociManifest);
+  }
+}
+
+/** Tags are at most 128 characters of [A-Za-z0-9_.-]: keys are 64 hex digits, positions get a prefix. */
+function positionTag(position: string): string {
+  return `step-${position.slice(0, 40)}`;
+}
+
+function clip(text: string): string {
+  return text.length > 80 ? text.slice(0, 77) + '...' : text;
+}

@@ -1,0 +1,167 @@
+// The layer cache (--cache) against the real distribution registry, across separate kiln processes
+// that share only the registry: each key input changed alone misses (and the log says why), nothing
+// changed hits without running or extracting anything, and a cached build has the same content as
+// an uncached one.
+import { strict as assert } from 'node:assert';
+import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { docker, kiln } from '../helpers/exec.js';
+import { dockerImageTree } from '../helpers/image-tree.js';
+import { pushBusyboxImage } from '../helpers/base-images.js';
+import { httpRequest, startRegistry, type TestRegistry } from '../helpers/registry.js';
+
+let registry: TestRegistry;
+let dir: string;
+let base: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'kiln-layer-cache-'));
+  registry = await startRegistry('http');
+  await pushBusyboxImage(registry, 'base/busybox', 'latest', 'v2s2');
+  base = `${registry.host}/base/busybox:latest`;
+});
+after(async () => {
+  await registry?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+interface Build { code: number; log: string; }
+
+/** Writes the context (Dockerfile + files) and builds it with the cache in `repo`. */
+async function build(name: string, dockerfile: string, files: Record<string, string>, args: string[] = []): Promise<Build> {
+  const ctx = join(dir, name);
+  await mkdir(ctx, { recursive: true });
+  await writeFile(join(ctx, 'Dockerfile'), dockerfile.replaceAll('BASE', base));
+  for (const [path, content] of Object.entries(files)) {
+    await mkdir(join(ctx, path, '..'), { recursive: true });
+    await writeFile(join(ctx, path), content);
+  }
+  const r = await kiln(['executor', '-c', ctx, '-d', `${registry.host}/cache-test/${name}:1`, '--cache', ...args], { timeoutMs: 300_000 });
+  const log = r.stdout + r.stderr;
+  assert.equal(r.code, 0, log);
+  return { code: r.code, log };
+}
+
+const hits = (b: Build): number => (b.log.match(/Using caching version of cmd/g) ?? []).length;
+const misses = (b: Build): string[] => [...b.log.matchAll(/No cached layer found for cmd (.*)/g)].map((m) => m[1]!);
+
+const APP = [
+  'FROM BASE',
+  'ARG VERSION=1',
+  'ENV MODE=fast',
+  'COPY app.txt /app/app.txt',
+  'RUN echo "built $VERSION $MODE" > /built.txt && cat /app/app.txt >> /built.txt',
+  'WORKDIR /work',
+  'RUN echo second > /work/second.txt && touch /app/app.txt',
+  'RUN true',
+].join('\n') + '\n';
+
+describe('layer cache in a registry repository', () => {
+  it('misses on the first build, then hits every step without running or extracting anything', async () => {
+    const first = await build('app', APP, { 'app.txt': 'app v1\n' }, ['--cache-repo', `${registry.host}/cache-test/shared`]);
+    assert.equal(hits(first), 0);
+    assert.equal(misses(first).length, 4, first.log); // three RUNs and the WORKDIR
+    const second = await build('app', APP, { 'app.txt': 'app v1\n' }, ['--cache-repo', `${registry.host}/cache-test/shared`]);
+    assert.equal(hits(second), 4, second.log);
+    assert.deepEqual(misses(second), []);
+    assert.doesNotMatch(second.log, /Running: /);
+    assert.doesNotMatch(second.log, /RUN steps use/);
+
+    // The cached image runs and has the same file tree as one built without the cache.
+    const uncached = await kiln(['executor', '-c', join(dir, 'app'), '-d', `${registry.host}/cache-test/uncached:1`], { timeoutMs: 300_000 });
+    assert.equal(uncached.code, 0, uncached.stderr);
+    await docker(['pull', '-q', `${registry.host}/cache-test/app:1`]);
+    await docker(['pull', '-q', `${registry.host}/cache-test/uncached:1`]);
+    const cachedTree = await dockerImageTree(`${registry.host}/cache-test/app:1`);
+    assert.deepEqual(cachedTree, await dockerImageTree(`${registry.host}/cache-test/uncached:1`));
+    assert.equal(await docker(['run', '--rm', '--network', 'host', `${registry.host}/cache-test/app:1`, 'cat', '/built.txt', '/work/second.txt']), 'built 1 fast\napp v1\nsecond\n');
+  });
+
+  for (const change of [
+    { what: 'a build arg', args: ['--build-arg', 'VERSION=2'], files: {}, dockerfile: APP, reason: /build arg VERSION changed/ },
+    { what: 'a context file', args: [], files: { 'app.txt': 'app v2\n' }, dockerfile: APP, reason: /context file app\.txt changed/ },
+    { what: 'an ENV before the step', args: [], files: {}, dockerfile: APP.replace('MODE=fast', 'MODE=slow'), reason: /line 3 changed: ENV MODE=fast → ENV MODE=slow/ },
+    { what: 'the RUN itself', args: [], files: {}, dockerfile: APP.replace('"built $VERSION', '"made $VERSION'), reason: /line 5 changed/ },
+  ]) {
+    it(`misses when ${change.what} changes, and says why`, async () => {
+      const name = `change-${change.what.replace(/\W+/g, '-').toLowerCase()}`;
+      const files = { 'app.txt': 'app v1\n', ...change.files };
+      // Prime the cache with the unchanged build, in a repository of the test's own.
+      const repo = ['--cache-repo', `${registry.host}/cache-test/${name}-cache`];
+      await build(name, APP, { 'app.txt': 'app v1\n' }, repo);
+      const again = await build(name, change.dockerfile, files, [...repo, ...change.args]);
+      assert.equal(hits(again), 0, again.log);
+      assert.match(misses(again)[0]!, change.reason, again.log);
+      // The changed build is cached in turn: the same inputs now hit.
+      const third = await build(name, change.dockerfile, files, [...repo, ...change.args]);
+      assert.equal(hits(third), 4, third.log);
+    });
+  }
+
+  it('ignores modification times of context files, as BuildKit does', async () => {
+    const repo = ['--cache-repo', `${registry.host}/cache-test/mtime-cache`];
+    await build('mtime', APP, { 'app.txt': 'same\n' }, repo);
+    await utimes(join(dir, 'mtime', 'app.txt'), new Date(), new Date(Date.now() + 60_000));
+    assert.equal(hits(await build('mtime', APP, { 'app.txt': 'same\n' }, repo)), 4);
+  });
+
+  it('misses when the base image changes', async () => {
+    const repo = ['--cache-repo', `${registry.host}/cache-test/base-cache`];
+    await pushBusyboxImage(registry, 'base/moving', 'latest', 'v2s2');
+    const dockerfile = APP.replace('FROM BASE', `FROM ${registry.host}/base/moving:latest`);
+    await build('base', dockerfile, { 'app.txt': 'x\n' }, repo);
+    await pushBusyboxImage(registry, 'base/moving', 'latest', 'oci'); // same files, another manifest
+    const again = await build('base', dockerfile, { 'app.txt': 'x\n' }, repo);
+    assert.equal(hits(again), 0, again.log);
+    assert.match(misses(again)[0]!, /the base image changed/);
+  });
+
+  it('keys COPY --from on the source stage, and caches COPY with --cache-copy-layers', async () => {
+    const repo = ['--cache-repo', `${registry.host}/cache-test/stages-cache`, '--cache-copy-layers'];
+    const dockerfile = (word: string): string => [
+      'FROM BASE AS builder',
+      `RUN mkdir /out && echo ${word} > /out/result`,
+      'FROM BASE',
+      'COPY --from=builder /out/result /result',
+      'RUN cat /result > /seen',
+    ].join('\n') + '\n';
+    const first = await build('stages', dockerfile('one'), {}, repo);
+    assert.equal(misses(first).length, 3);
+    const same = await build('stages', dockerfile('one'), {}, repo);
+    assert.equal(hits(same), 3, same.log);
+    const changed = await build('stages', dockerfile('two'), {}, repo);
+    assert.equal(hits(changed), 0, changed.log);
+    await docker(['pull', '-q', `${registry.host}/cache-test/stages:1`]);
+    assert.equal(await docker(['run', '--rm', '--network', 'host', `${registry.host}/cache-test/stages:1`, 'cat', '/seen']), 'two\n');
+  });
+
+  it('runs steps after a hit on the cached layer files (the root is made from the cache)', async () => {
+    const repo = ['--cache-repo', `${registry.host}/cache-test/partial-cache`];
+    const dockerfile = (tail: string): string => ['FROM BASE', 'RUN echo cached > /a', `RUN cat /a > /b && echo ${tail} >> /b`].join('\n') + '\n';
+    await build('partial', dockerfile('one'), {}, repo);
+    const second = await build('partial', dockerfile('two'), {}, repo);
+    assert.equal(hits(second), 1, second.log);
+    assert.equal(misses(second).length, 1);
+    await docker(['pull', '-q', `${registry.host}/cache-test/partial:1`]);
+    assert.equal(await docker(['run', '--rm', '--network', 'host', `${registry.host}/cache-test/partial:1`, 'cat', '/b']), 'cached\ntwo\n');
+  });
+
+  it('pushes nothing with --no-push-cache, and treats expired entries as misses (--cache-ttl)', async () => {
+    const repo = `${registry.host}/cache-test/ttl-cache`;
+    await build('nopush', APP, { 'app.txt': 'n\n' }, ['--cache-repo', repo, '--no-push-cache']);
+    const tags = await httpRequest(`${registry.url}/v2/cache-test/ttl-cache/tags/list`);
+    assert.equal(tags.status, 404, 'the cache repository must not exist');
+    await build('nopush', APP, { 'app.txt': 'n\n' }, ['--cache-repo', repo]);
+    const expired = await build('nopush', APP, { 'app.txt': 'n\n' }, ['--cache-repo', repo, '--cache-ttl', '1ms']);
+    assert.equal(hits(expired), 0, expired.log);
+    assert.match(misses(expired)[0]!, /expired/);
+  });
+
+  it('builds anyway when the cache registry cannot be reached', async () => {
+    const r = await build('unreachable', 'FROM BASE\nRUN echo ok > /ok\n', {}, ['--cache-repo', '127.0.0.1:9/nowhere/cache', '--push-retry', '0']);
+    assert.match(r.log, /could not be read, building without it/);
+    assert.match(r.log, /Failed to push cache layer/);
+  });
+});
