@@ -14,7 +14,10 @@ import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
 import { FsView } from './fs-view.js';
 import { BaseFileLister } from './base-files.js';
-import { fetchLayers, pullImage } from '../remote/pull-image.js';
+import { choosePlatform, fetchLayers, pullImage, type PulledImage } from '../remote/pull-image.js';
+import { BaseImageCache } from '../cache/base-image-cache.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { RegistrySession } from '../remote/session.js';
 import { RegistryError } from '../registry/types.js';
 import { InvalidReferenceError } from '../reference/reference.js';
@@ -26,7 +29,7 @@ import { CopyError } from './copy.js';
 import { RegistryLayerCache, type CacheLocation } from '../cache/layer-cache.js';
 import type { BuildCache } from './step-cache.js';
 import { hashText } from '../cache/cache-key.js';
-import { parseReference } from '../reference/reference.js';
+import { parseReference, parseRepository, referenceString } from '../reference/reference.js';
 import { relative as relativePath } from 'node:path';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -153,7 +156,7 @@ async function copySource(
   if (/^\d+$/.test(from)) throw new CopyError(`COPY --from=${from}: there is no stage ${from}`);
   const files = await sources.files(`image:${from}`, async () => {
     try {
-      const pulled = await pullImage(from, session, pullOptions(options));
+      const pulled = await pullBase(from, env.store, options, session);
       await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry);
       return pulled.layers;
     } catch (e) {
@@ -164,11 +167,39 @@ async function copySource(
   return { files, name: `image ${from}` };
 }
 
+/**
+ * A base image from the warmer's cache (--cache-dir) when it is there and fresh, else from its
+ * registry. A tag is resolved by the registry first (one HEAD), as kaniko does, so a moved tag is
+ * never served stale; when the registry cannot be reached, the digest the warmer recorded is used.
+ */
+async function pullBase(name: string, store: BlobStore, options: BuildOptions, session: RegistrySession): Promise<PulledImage> {
+  const { dir, ttlMs } = options.baseImageCache;
+  if (!existsSync(join(dir, 'index.json'))) return pullImage(name, session, pullOptions(options));
+  const cache = new BaseImageCache(dir, ttlMs);
+  const ref = parseReference(name);
+  let digest = ref.digest;
+  if (!digest) {
+    try {
+      digest = (await session.client(ref.registry, ref.repository, 'pull').headManifest(ref.tag ?? 'latest'))?.digest;
+    } catch (e) {
+      digest = await cache.digestOf(referenceString(ref));
+      if (digest) log.warn(`Could not resolve ${name} (${(e as Error).message}); using ${digest} from the cache in ${dir}`);
+    }
+  }
+  const cached = digest ? await cache.image(digest, (index) => choosePlatform(index, options.platform, `${ref.registry}/${ref.repository}`)).catch(() => undefined) : undefined;
+  if (!cached) {
+    log.info(`No cached image for ${name} in ${dir}${digest ? ` (${digest})` : ''}; pulling it`);
+    return pullImage(name, session, pullOptions(options));
+  }
+  log.info(`Found ${name} (${cached.manifestDigest}) in the base-image cache ${dir}`);
+  store.readFrom(cache.blobs);
+  return { ref, source: { registry: ref.registry, repository: ref.repository, mapped: false }, ...cached };
+}
+
 /** The layer cache the flags ask for, if any. */
 function layerCache(options: BuildOptions, session: RegistrySession, store: BlobStore): RegistryLayerCache | undefined {
   if (!options.cache) return undefined;
-  const ref = parseReference(options.cache.repo);
-  if (ref.tag !== undefined && ref.tag !== 'latest' || ref.digest) log.warn(`--cache-repo ${options.cache.repo}: the tag or digest is ignored; cache entries are tagged by key`);
+  const ref = parseRepository(options.cache.repo);
   const cache = new RegistryLayerCache(session, { registry: ref.registry, repository: ref.repository }, store, {
     ttlMs: options.cache.ttlMs, push: options.cache.push, platform: options.platform,
   });
@@ -249,7 +280,7 @@ async function startingImage(
     return { config: emptyConfig(options.platform), layers: [], files: new FsView(), family: 'oci', blobSources: [], cacheKey: 'scratch' };
   }
   try {
-    const pulled = await pullImage(baseName, session, pullOptions(options));
+    const pulled = await pullBase(baseName, env.store, options, session);
     // A stage that writes files needs the base's listing: it is read in the same pass as the download.
     // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
     // a later stage that needs the files (FROM this one) downloads and lists them then.
@@ -275,6 +306,19 @@ async function startingImage(
     }
     throw e;
   }
+}
+
+/** The registry images a Dockerfile's stages start FROM (what `kiln warmer --dockerfile` warms). */
+export function baseImagesOf(dockerfileText: string, options: Pick<BuildOptions, 'buildArgs' | 'platform'>): string[] {
+  const parsed = parseDockerfile(dockerfileText);
+  const model = toStages(parsed);
+  const env = { escapeToken: parsed.directives.escape, globalArgs: globalArgValues(model, options, parsed.directives.escape) } as StageEnvironment;
+  const names = new Set<string>();
+  for (const stage of model.stages) {
+    const name = expandFrom(stage, env);
+    if (name.toLowerCase() !== 'scratch' && baseIndex(model, stage, name) < 0) names.add(name);
+  }
+  return [...names];
 }
 
 /** Index of the earlier stage a FROM names, or -1. */
@@ -308,7 +352,7 @@ const PREDEFINED_ARGS = new Set([
 ]);
 
 /** Global-scope ARG values: BuildKit's automatic platform args, then each meta ARG (a --build-arg wins). */
-function globalArgValues(model: DockerfileModel, options: BuildOptions, escapeToken: '\\' | '`'): Map<string, string | undefined> {
+function globalArgValues(model: DockerfileModel, options: Pick<BuildOptions, 'buildArgs' | 'platform'>, escapeToken: '\\' | '`'): Map<string, string | undefined> {
   const values = new Map<string, string | undefined>();
   const p = options.platform;
   const platform = [p.os, p.architecture, p.variant].filter(Boolean).join('/');

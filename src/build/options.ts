@@ -46,6 +46,8 @@ export interface BuildOptions {
   registryMaps: RegistryMaps;
   skipDefaultRegistryFallback: boolean;
   skipPushPermissionCheck: boolean;
+  /** The base-image cache the warmer fills (--cache-dir, read when it holds an index.json; --cache-ttl). */
+  baseImageCache: { dir: string; ttlMs: number };
   /** The layer cache (--cache and its flags); undefined when off. */
   cache?: CacheOptions;
   pushIgnoreImmutableTagErrors: boolean;

@@ -164,6 +164,7 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     skipDefaultRegistryFallback: bool('skip-default-registry-fallback'),
     skipPushPermissionCheck: bool('skip-push-permission-check'),
     pushIgnoreImmutableTagErrors: bool('push-ignore-immutable-tag-errors'),
+    baseImageCache: { dir: absolute(str('cache-dir')) ?? '/cache', ttlMs: parseGoDuration(values.get('cache-ttl') as string, '--cache-ttl') },
     cache: bool('cache') ? cacheOptions(str('cache-repo'), destinations, values.get('cache-ttl') as string, bool('single-snapshot'), {
       runLayers: bool('cache-run-layers'), copyLayers: bool('cache-copy-layers'), push: !bool('no-push-cache'),
     }) : undefined,
@@ -208,19 +209,19 @@ export function parseGoDuration(text: string, flag: string): number {
   return total;
 }
 
-function nonNegative(value: number, flag: string): number {
+export function nonNegative(value: number, flag: string): number {
   if (value < 0) throw new UsageError(`--${flag} must be 0 or more`);
   return value;
 }
 
 /** kaniko's image trusts /kaniko/ssl/certs (SSL_CERT_DIR there); elsewhere SSL_CERT_DIR when set. */
-function certificateDirectories(env: NodeJS.ProcessEnv): string[] {
+export function certificateDirectories(env: NodeJS.ProcessEnv): string[] {
   const dirs = (env.SSL_CERT_DIR ?? '').split(':').filter((d) => d !== '');
   if (!dirs.includes('/kaniko/ssl/certs') && existsSync('/kaniko/ssl/certs')) dirs.push('/kaniko/ssl/certs');
   return dirs;
 }
 
-function registryCertificates(items: string[]): Map<string, string> {
+export function registryCertificates(items: string[]): Map<string, string> {
   const out = new Map<string, string>();
   for (const item of items) {
     const eq = item.indexOf('=');
@@ -230,7 +231,7 @@ function registryCertificates(items: string[]): Map<string, string> {
   return out;
 }
 
-function registryClientCertificates(items: string[]): Map<string, { cert: string; key: string }> {
+export function registryClientCertificates(items: string[]): Map<string, { cert: string; key: string }> {
   const out = new Map<string, { cert: string; key: string }>();
   for (const item of items) {
     const eq = item.indexOf('=');
@@ -274,7 +275,7 @@ function resolveDockerfile(dockerfile: string, contextDir: string): string {
 }
 
 /** KEY=VALUE pairs; for build args a bare KEY takes the environment's value (empty when unset), as kaniko does. */
-function keyValues(items: string[], flag: string, env: NodeJS.ProcessEnv, bareFromEnv: boolean): Map<string, string> {
+export function keyValues(items: string[], flag: string, env: NodeJS.ProcessEnv, bareFromEnv: boolean): Map<string, string> {
   const out = new Map<string, string>();
   for (const item of items) {
     const eq = item.indexOf('=');

@@ -12,7 +12,6 @@ export interface ExecutorFlag extends FlagSpec {
 
 const run = 'issue #4 (RUN and filesystem snapshots)';
 const dockerfile = 'issue #5 (full Dockerfile and contexts)';
-const cache = 'issue #6 (layer and base-image cache)';
 
 export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   // Built.
@@ -73,7 +72,7 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'force-build-metadata', kind: 'bool', default: false, notYet: run, description: 'Add metadata layers to the image' },
   { name: 'cache', kind: 'bool', default: false, description: 'Use the layer cache: RUN (and with --cache-copy-layers, COPY/ADD) layers are stored in --cache-repo by key and reused' },
   { name: 'cache-repo', kind: 'string', description: 'Registry repository of the layer cache (default: the first --destination\'s repository + "/cache")' },
-  { name: 'cache-dir', kind: 'string', default: '/cache', notYet: cache, description: 'Directory of cached base images' },
+  { name: 'cache-dir', kind: 'string', default: '/cache', description: 'Base-image cache filled by `kiln warmer` (an OCI layout); base images found there are not downloaded' },
   { name: 'cache-ttl', kind: 'duration', default: '336h0m0s', description: 'Cache entries older than this are not used' },
   { name: 'cache-copy-layers', kind: 'bool', default: false, description: 'Look COPY/ADD layers up in the cache too' },
   { name: 'cache-run-layers', kind: 'bool', default: true, description: 'Look RUN layers up in the cache' },

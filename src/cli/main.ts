@@ -1,19 +1,20 @@
 // kiln's command line: `executor` (kaniko's flags), `parse` (BuildKit's dump of a Dockerfile),
-// and `warmer` (not built yet). commander handles the subcommands and help; the executor's own
+// and `warmer` (kaniko's warmer flags: fills the base-image cache). commander handles the subcommands and help; the executor's own
 // flags follow kaniko's pflag syntax (see flag-parser.ts).
 import { readFileSync } from 'node:fs';
-import { Command } from 'commander';
-import { dumpParse } from '../dockerfile/dump.js';
-import { parseDockerfile } from '../dockerfile/parser.js';
 import { LOG_LEVELS, log, type LogLevel } from '../log/logger.js';
 import { reportFailure, UsageError } from './errors.js';
-import { executorHelp, runExecutor } from './executor-command.js';
 
 const VERSION = '0.1.0';
 
 async function main(argv: string[]): Promise<number> {
   // The executor's flags are kaniko's, parsed by kiln itself; commander only sees the other commands.
-  if (argv[0] === 'executor') return runExecutor(argv.slice(1));
+  // Each command loads only its own modules: start-up is part of every CI job's time.
+  if (argv[0] === 'executor') return (await import('./executor-command.js')).runExecutor(argv.slice(1));
+  if (argv[0] === 'warmer') return (await import('./warmer-command.js')).runWarmer(argv.slice(1));
+  const [{ Command }, { dumpParse }, { parseDockerfile }] = await Promise.all([
+    import('commander'), import('../dockerfile/dump.js'), import('../dockerfile/parser.js'),
+  ]);
 
   let exitCode = 0;
   const program = new Command('kiln')
@@ -28,8 +29,8 @@ async function main(argv: string[]): Promise<number> {
     .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()
-    .action(() => {
-      process.stdout.write(executorHelp());
+    .action(async () => {
+      process.stdout.write((await import('./executor-command.js')).executorHelp());
     });
 
   program
@@ -52,11 +53,12 @@ async function main(argv: string[]): Promise<number> {
 
   program
     .command('warmer')
-    .description('Fill the base-image cache (not supported yet: issue #6)')
+    .description('Download base images into the base-image cache (kaniko\'s warmer flags; see kiln warmer --help)')
+    .helpOption(false)
     .allowUnknownOption()
     .allowExcessArguments()
-    .action(() => {
-      throw new UsageError('the warmer is not supported yet (planned in issue #6 (layer and base-image cache))');
+    .action(async () => {
+      process.stdout.write((await import('./warmer-command.js')).warmerHelp());
     });
 
   try {

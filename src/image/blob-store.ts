@@ -1,7 +1,7 @@
 // Content-addressed blobs on disk (<dir>/sha256/<hex>, the OCI layout's own shape), written through
 // streams and verified against their digest whenever they are read back.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, statSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,13 +26,32 @@ export interface BlobWriter {
 const digestPattern = /^sha256:([0-9a-f]{64})$/;
 
 export class BlobStore {
+  /** Read-only stores consulted for blobs this one lacks (the base-image cache of --cache-dir). */
+  private readonly fallbacks: BlobStore[] = [];
+
   constructor(readonly dir: string) {}
+
+  /** Reads blobs missing here from `other` too; nothing is ever written there. */
+  readFrom(other: BlobStore): void {
+    this.fallbacks.push(other);
+  }
 
   static async createTemp(prefix = 'kiln-blobs-'): Promise<BlobStore> {
     return new BlobStore(await mkdtemp(join(tmpdir(), prefix)));
   }
 
+  /** Where the blob is (here, or in a fallback store that has it); where it would be written otherwise. */
   path(digest: string): string {
+    const own = this.ownPath(digest);
+    for (const other of this.fallbacks) {
+      if (isFileSync(own)) return own;
+      const theirs = other.path(digest);
+      if (isFileSync(theirs)) return theirs;
+    }
+    return own;
+  }
+
+  private ownPath(digest: string): string {
     const m = digestPattern.exec(digest);
     if (!m) throw new Error(`unsupported digest "${digest}": kiln stores sha256 blobs`);
     return join(this.dir, 'sha256', m[1]!);
@@ -47,7 +66,7 @@ export class BlobStore {
     if (!(await this.has(digest))) {
       const tmp = await this.tempPath();
       await writeFile(tmp, data);
-      await rename(tmp, this.path(digest));
+      await rename(tmp, this.ownPath(digest));
     }
     return { mediaType, digest, size: data.length };
   }
@@ -72,7 +91,7 @@ export class BlobStore {
         try {
           await written;
           const digest = 'sha256:' + hash.digest('hex');
-          await rename(tmp, this.path(digest));
+          await rename(tmp, this.ownPath(digest));
           return { digest, size };
         } catch (e) {
           await unlink(tmp).catch(() => undefined);
@@ -123,4 +142,8 @@ export class BlobStore {
 
 export function sha256Digest(data: Buffer): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');
+}
+
+function isFileSync(path: string): boolean {
+  return statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
 }
