@@ -5,6 +5,8 @@
 //             distribution registries — kiln (FROM the image, push elsewhere) versus `skopeo copy`.
 //   snapshot  (issue #4) RUN snapshot cost on 10k/100k-file roots, per isolation mode, versus
 //             buildah and kaniko (bench/snapshot.ts).
+//   cache     (issue #6) a 10-step Debian Dockerfile built cold, rebuilt warm, and rebuilt after a
+//             change in its last step, each from an empty machine with a registry cache (bench/cache.ts).
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -13,6 +15,7 @@ import { kiln, mustRun } from '../test/helpers/exec.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { markdownTable, median, REPETITIONS, timed, writeResults } from './common.js';
 import { snapshotSuite } from './snapshot.js';
+import { cacheSuite } from './cache.js';
 
 interface Measurement { tool: string; seconds: number; }
 
@@ -74,7 +77,7 @@ async function registrySuite(): Promise<void> {
   }
 }
 
-const SUITES: Record<string, () => Promise<void>> = { registry: registrySuite, snapshot: snapshotSuite };
+const SUITES: Record<string, () => Promise<void>> = { registry: registrySuite, snapshot: snapshotSuite, cache: cacheSuite };
 
 async function main(): Promise<void> {
   const chosen = (process.env.KILN_BENCH || Object.keys(SUITES).join(',')).split(',').map((s) => s.trim()).filter(Boolean);
