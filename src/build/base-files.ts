@@ -7,10 +7,7 @@ import type { Descriptor } from '../image/types.js';
 import { decompressLayer } from '../layer/decompress.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import { FsView, relative } from './fs-view.js';
-
-/** Small files kept whole because builds read them. */
-const KEEP_CONTENT = new Set(['etc/passwd', 'etc/group']);
-const MAX_KEPT_BYTES = 1 << 20;
+import { KEPT_CONTENT, MAX_KEPT_BYTES, type LayerListing } from '../cache/layer-listing.js';
 
 /** Collects each layer's listing (in any order, as layers download), then stacks them in image order. */
 export class BaseFileLister {
@@ -39,13 +36,6 @@ export class BaseFileLister {
   }
 }
 
-export interface LayerListing {
-  entries: LayerEntry[];
-  /** Paths deleted by `.wh.<name>` files. */
-  whiteouts: string[];
-  /** Directories whose lower contents `.wh..wh..opq` hides. */
-  opaque: string[];
-}
 
 /** tar-stream's entry types as LayerEntry types; anything else (regular, contiguous) is a file. */
 const ENTRY_TYPES: Partial<Record<string, LayerEntry['type']>> = {
@@ -62,7 +52,7 @@ async function readLayerEntries(layer: Descriptor, bytes: Readable): Promise<Lay
       const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
       const chunks: Buffer[] = [];
       let kept = 0;
-      const keep = KEEP_CONTENT.has(path) && header.type === 'file' && (header.size ?? 0) <= MAX_KEPT_BYTES;
+      const keep = KEPT_CONTENT.has(path) && header.type === 'file' && (header.size ?? 0) <= MAX_KEPT_BYTES;
       stream.on('data', (c: unknown) => {
         if (keep) { chunks.push(c as Buffer); kept += (c as Buffer).length; }
       });

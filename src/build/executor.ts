@@ -84,6 +84,12 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
         await fetchLayers([layer], source, session, store, options.registry.imageDownloadRetry, lister.listLayer);
         return lister.listing(layer);
       },
+      ensureLocal: async (layer, source) => {
+        if (await store.has(layer.digest)) return;
+        const from = env.remoteLayers.get(layer.digest) ?? source;
+        if (!from) throw new Error(`internal error: layer ${layer.digest} is neither in the blob store nor in a known registry`);
+        await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry);
+      },
     };
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
     for (const stage of model.stages.slice(0, target + 1)) {
@@ -148,7 +154,9 @@ async function copySource(
     const image = built.get(stage.index);
     if (!image) throw new CopyError(`COPY --from=${from}: stage ${from} was skipped (--skip-unused-stages) but this stage needs it`);
     const files = await sources.files(`stage:${stage.index}`, async () => {
-      await image.files.ready(); // a base never downloaded is downloaded now
+      await image.files.ready();
+      // Layers never downloaded (a base read lazily, cache hits) are downloaded now.
+      for (const layer of image.layers) await env.ensureLocal(layer, image.blobSources[0]);
       return image.layers;
     });
     return { files, name: `stage ${from}` };
@@ -289,11 +297,17 @@ async function startingImage(
     const writesFiles = !options.cache && (stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
       || (pulled.config.config.OnBuild ?? []).length > 0);
     if (writesFiles) await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
+    const cache = env.cache?.layers;
     const files = writesFiles
       ? lister.view(pulled.layers)
       : FsView.lazy(async () => {
+        // An earlier build may have stored the base's listing with the layer cache: no download then.
+        const known = await cache?.baseListing(pulled.manifestDigest);
+        if (known) return FsView.of(known.entries);
         await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
-        return lister.view(pulled.layers);
+        const view = lister.view(pulled.layers);
+        cache?.saveBaseListing(pulled.manifestDigest, { entries: view.entries(), whiteouts: [], opaque: [] }, isoSeconds(env.now));
+        return view;
       });
     return {
       config: pulled.config, layers: [...pulled.layers], files, family: pulled.family,

@@ -6,7 +6,7 @@ import { posix } from 'node:path';
 import type { LayerEntry } from '../layer/layer-writer.js';
 
 export class FsView {
-  private readonly entries = new Map<string, LayerEntry>();
+  private readonly entryMap = new Map<string, LayerEntry>();
   /** Paths directly under each directory path ("" is the root): subtrees go in time proportional to their size. */
   private readonly children = new Map<string, Set<string>>();
   /** Work left before the view is complete: a base image's listing, cached layers' listings (in order). */
@@ -17,9 +17,22 @@ export class FsView {
   static lazy(load: () => Promise<FsView>): FsView {
     const view = new FsView();
     view.loader = async () => {
-      for (const v of (await load()).entries.values()) view.set(v);
+      for (const v of (await load()).entryMap.values()) view.set(v);
     };
     return view;
+  }
+
+  /** A view holding exactly these entries. */
+  static of(entries: readonly LayerEntry[]): FsView {
+    const view = new FsView();
+    view.stack(entries, [], []);
+    return view;
+  }
+
+  /** Every entry, parents before children (what a listing of the whole view stores). */
+  entries(): LayerEntry[] {
+    this.assertReady();
+    return [...this.entryMap.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
 
   /**
@@ -54,9 +67,9 @@ export class FsView {
     if (this.loader || this.loading) {
       copy.loader = async () => {
         await this.ready();
-        for (const v of this.entries.values()) copy.set(v);
+        for (const v of this.entryMap.values()) copy.set(v);
       };
-    } else for (const v of this.entries.values()) copy.set(v);
+    } else for (const v of this.entryMap.values()) copy.set(v);
     return copy;
   }
 
@@ -83,7 +96,7 @@ export class FsView {
   }
 
   private set(e: LayerEntry): void {
-    this.entries.set(e.path, e);
+    this.entryMap.set(e.path, e);
     if (e.path === '') return;
     const parent = parentOf(e.path);
     let siblings = this.children.get(parent);
@@ -93,7 +106,7 @@ export class FsView {
 
   private remove(path: string): void {
     this.removeBelow(path);
-    this.entries.delete(path);
+    this.entryMap.delete(path);
     this.children.get(parentOf(path))?.delete(path);
   }
 
@@ -103,13 +116,13 @@ export class FsView {
     this.children.delete(dir);
     for (const child of below) {
       this.removeBelow(child);
-      this.entries.delete(child);
+      this.entryMap.delete(child);
     }
   }
 
   get(path: string): LayerEntry | undefined {
     this.assertReady();
-    return this.entries.get(relative(path));
+    return this.entryMap.get(relative(path));
   }
 
   isDirectory(path: string): boolean {
@@ -122,7 +135,7 @@ export class FsView {
     this.assertReady();
     let rel = relative(path);
     for (let hops = 0; hops < 40; hops++) {
-      const e = this.entries.get(rel);
+      const e = this.entryMap.get(rel);
       if (e?.type !== 'symlink' || e.linkname === undefined) return e;
       const target = e.linkname.startsWith('/') ? e.linkname : posix.join(posix.dirname('/' + rel), e.linkname);
       rel = relative(target);
@@ -147,7 +160,7 @@ export class FsView {
   }
 
   private followLinks(rel: string, hops = 0): string {
-    const e = this.entries.get(rel);
+    const e = this.entryMap.get(rel);
     if (e?.type !== 'symlink' || e.linkname === undefined || hops > 40) return rel;
     const target = e.linkname.startsWith('/') ? e.linkname : posix.join(posix.dirname('/' + rel), e.linkname);
     return this.followLinks(this.resolveParents(target), hops + 1);

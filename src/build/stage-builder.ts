@@ -26,6 +26,8 @@ import { StageCache, type BuildCache } from './step-cache.js';
 import { hashText, type ChainItem } from '../cache/cache-key.js';
 import type { CachedStep, CacheLocation } from '../cache/layer-cache.js';
 import { sourceFiles } from '../context/source-digest.js';
+import { KEPT_CONTENT, type LayerListing } from '../cache/layer-listing.js';
+import { readFileSync } from 'node:fs';
 
 /** The image a stage produces (and a later stage may start FROM). */
 export interface StageImage {
@@ -66,7 +68,9 @@ export interface StageEnvironment {
   /** Layers not in the blob store, by digest: where to fetch or mount them from (cache hits). */
   remoteLayers: Map<string, CacheLocation>;
   /** Downloads a layer the cache supplied into the store and lists its files. */
-  cachedLayerFiles: (layer: Descriptor, source: CacheLocation) => Promise<{ entries: LayerEntry[]; whiteouts: string[]; opaque: string[] }>;
+  cachedLayerFiles: (layer: Descriptor, source: CacheLocation) => Promise<LayerListing>;
+  /** Makes a layer's blob present in the store: from where the cache found it, else from `source`. */
+  ensureLocal: (layer: Descriptor, source: { registry: string; repository: string } | undefined) => Promise<void>;
 }
 
 export class StageBuilder {
@@ -86,8 +90,8 @@ export class StageBuilder {
   private readonly squashed?: SquashedChanges;
   /** The stage's key chain, with --cache. */
   private readonly cache?: StageCache;
-  /** The layer the last step wrote (what a cache save stores). */
-  private lastLayer?: { descriptor: Descriptor; diffId: string };
+  /** The layer the last step wrote, and its files (what a cache save stores). */
+  private lastLayer?: { descriptor: Descriptor; diffId: string; listing: LayerListing };
   /** Dockerfile line of the instruction being dispatched. */
   private line = 0;
 
@@ -170,7 +174,11 @@ export class StageBuilder {
     }
     this.lastLayer = undefined;
     await this.dispatchUnchecked(ins);
-    cache.store(found.miss, { createdBy: this.image.config.history.at(-1)?.created_by ?? item.text, created: this.created(), layer: this.lastLayer });
+    const layer = this.lastLayer as StageBuilder['lastLayer']; // set by the dispatch (TypeScript keeps the narrowing across it)
+    cache.store(found.miss, {
+      createdBy: this.image.config.history.at(-1)?.created_by ?? item.text, created: this.created(),
+      ...(layer ? { layer: { descriptor: layer.descriptor, diffId: layer.diffId }, listing: layer.listing } : {}),
+    });
   }
 
   /** A COPY/ADD as a key input: its text (variables are in the chain already) and what it reads. */
@@ -196,10 +204,12 @@ export class StageBuilder {
     this.image.config.history.push({ created: this.created(), created_by: hit.createdBy });
     this.rootLayers.push(descriptor);
     this.env.remoteLayers.set(descriptor.digest, hit.source);
-    this.image.files.deferLayer(() => this.env.cachedLayerFiles(descriptor, hit.source));
+    const listing = hit.listing;
+    this.image.files.deferLayer(async () => listing ?? this.env.cachedLayerFiles(descriptor, hit.source));
     if (this.root) {
       // A root made for an earlier step that missed gets the layer too.
       await this.image.files.ready();
+      await this.env.ensureLocal(descriptor, hit.source);
       await this.root.addLayer({ digest: descriptor.digest, open: async () => this.env.store.openVerified(descriptor.digest) });
     }
   }
@@ -354,7 +364,7 @@ export class StageBuilder {
     }
     log.info('Taking snapshot of files...');
     const written = await this.writeLayer(snapshotLayerEntries(snapshot));
-    this.lastLayer = { descriptor: written.descriptor, diffId: written.diffId };
+    this.lastLayer = { descriptor: written.descriptor, diffId: written.diffId, listing: listingOf(snapshot.entries, snapshot.whiteouts, snapshot.opaque) };
     this.rootLayers.push(written.descriptor);
     root.committed(written.descriptor.digest);
     this.image.files.applyLayer(snapshot.entries, snapshot.whiteouts, snapshot.opaque);
@@ -368,6 +378,8 @@ export class StageBuilder {
     for (const v of this.volumes) root.ignoreVolume(v);
     await this.image.files.ready();
     for (const layer of this.rootLayers) {
+      // With the cache, the files may be known from listings while the layers are still remote.
+      await this.env.ensureLocal(layer, this.image.blobSources[0]);
       await root.addLayer({ digest: layer.digest, open: async () => this.env.store.openVerified(layer.digest) });
     }
     this.root = root;
@@ -467,7 +479,7 @@ export class StageBuilder {
   private async addLayer(entries: LayerEntry[], createdBy: string): Promise<void> {
     // With --single-snapshot the layer is still written, for a root to extract, but kept out of the image.
     const written = await this.writeLayer(entries, !this.squashed);
-    this.lastLayer = { descriptor: written.descriptor, diffId: written.diffId };
+    this.lastLayer = { descriptor: written.descriptor, diffId: written.diffId, listing: listingOf(entries, [], []) };
     this.squashed?.add({ entries: withAncestors(entries, this.image.files), whiteouts: [], opaque: [] });
     this.rootLayers.push(written.descriptor);
     this.image.files.apply(entries);
@@ -496,6 +508,14 @@ export class StageBuilder {
   private created(): string {
     return (this.env.reproducible ? new Date(0) : this.env.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
   }
+}
+
+/** A layer's files as a cache entry keeps them: the passwd and group files with their content, read now (a step's upper directory goes away). */
+function listingOf(entries: readonly LayerEntry[], whiteouts: readonly string[], opaque: readonly string[]): LayerListing {
+  return {
+    entries: entries.map((e) => (KEPT_CONTENT.has(e.path) && e.type === 'file' && !e.content && e.source ? { ...e, content: readFileSync(e.source) } : e)),
+    whiteouts: [...whiteouts], opaque: [...opaque],
+  };
 }
 
 /** EXPOSE port specs ("80", "80/udp", "8000-8002/tcp") as config keys ("80/tcp"). */

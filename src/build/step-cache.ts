@@ -5,6 +5,7 @@
 import { CacheChain, explainMiss, hashText, type ChainItem } from '../cache/cache-key.js';
 import type { CachedStep, RegistryLayerCache } from '../cache/layer-cache.js';
 import type { Descriptor } from '../image/types.js';
+import type { LayerListing } from '../cache/layer-listing.js';
 import { log } from '../log/logger.js';
 
 export interface BuildCache {
@@ -81,7 +82,7 @@ export class StageCache {
   }
 
   /** After a missed step ran: its result is saved under its key and the chain goes on from there. */
-  store(step: PendingStep, result: { createdBy: string; created: string; layer?: { descriptor: Descriptor; diffId: string } }): void {
+  store(step: PendingStep, result: { createdBy: string; created: string; layer?: { descriptor: Descriptor; diffId: string }; listing?: LayerListing }): void {
     this.build.layers.save({
       key: step.chain.key, position: step.position, inputs: { parent: step.chain.parent, items: [...step.chain.items] },
       ...result,

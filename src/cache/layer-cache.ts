@@ -11,6 +11,7 @@ import { log } from '../log/logger.js';
 import type { RegistrySession } from '../remote/session.js';
 import { RegistryError } from '../registry/types.js';
 import { CACHE_FORMAT, type ChainItem } from './cache-key.js';
+import { packListing, unpackListing, type LayerListing } from './layer-listing.js';
 
 export interface CacheLocation {
   registry: string;
@@ -25,6 +26,19 @@ export interface CachedStep {
   createdBy: string;
   /** Where the layer blob can be fetched or mounted from. */
   source: CacheLocation;
+  /** The layer's files, when the entry carries them (so the layer need not be downloaded to know them). */
+  listing?: LayerListing;
+}
+
+/** What a save stores. */
+export interface StepResult {
+  key: string;
+  position: string;
+  inputs: StepInputs;
+  createdBy: string;
+  created: string;
+  layer?: { descriptor: Descriptor; diffId: string };
+  listing?: LayerListing;
 }
 
 /** The inputs an entry was stored with (see CacheChain). */
@@ -36,11 +50,15 @@ export interface StepInputs {
 interface CacheRecord extends StepInputs {
   format: string;
   key: string;
+  /** packListing() of the layer's files. */
+  listing?: string;
 }
 
 /** Config field holding the record; any other consumer of the image ignores unknown fields. */
 const RECORD_FIELD = 'kiln.cache';
 const MAX_CACHE_CONFIG = 8 << 20;
+/** A listing larger than this (packed) is left out: reading the layer itself is then as cheap. */
+const MAX_PACKED_LISTING = 2 << 20;
 
 export interface LayerCacheOptions {
   /** Entries older than this are misses (--cache-ttl). */
@@ -93,6 +111,7 @@ export class RegistryLayerCache {
       createdBy: history?.created_by ?? '',
       ...(layer && diffId ? { layer: { descriptor: { mediaType: layer.mediaType, size: layer.size, digest: layer.digest }, diffId } } : {}),
       source: this.location,
+      ...(record.listing ? { listing: unpackListing(record.listing) } : {}),
     };
   }
 
@@ -106,8 +125,24 @@ export class RegistryLayerCache {
     }
   }
 
+  /** The files of a base image (by manifest digest) as an earlier build listed them, if it stored them. */
+  async baseListing(manifestDigest: string): Promise<LayerListing | undefined> {
+    try {
+      const record = (await this.read(baseListingTag(manifestDigest)))?.config[RECORD_FIELD];
+      return record?.format === CACHE_FORMAT && record.key === baseListingTag(manifestDigest) && record.listing ? unpackListing(record.listing) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stores a base image's files in the background, for later builds' baseListing(). */
+  saveBaseListing(manifestDigest: string, listing: LayerListing, created: string): void {
+    const tag = baseListingTag(manifestDigest);
+    this.save({ key: tag, position: '', inputs: { parent: '', items: [] }, createdBy: `kiln: the files of ${manifestDigest}`, created, listing });
+  }
+
   /** Stores a step's result in the background; flush() waits for every save. */
-  save(step: { key: string; position: string; inputs: StepInputs; createdBy: string; created: string; layer?: { descriptor: Descriptor; diffId: string } }): void {
+  save(step: StepResult): void {
     if (!this.options.push) return;
     const saving = this.write(step).then(
       () => log.debug(`Pushed cache entry ${this.description}:${step.key}`),
@@ -136,10 +171,11 @@ export class RegistryLayerCache {
     return { manifest, config: JSON.parse(Buffer.concat(chunks).toString('utf8')) as ImageConfig & { [RECORD_FIELD]?: CacheRecord } };
   }
 
-  private async write(step: { key: string; position: string; inputs: StepInputs; createdBy: string; created: string; layer?: { descriptor: Descriptor; diffId: string } }): Promise<void> {
+  private async write(step: StepResult): Promise<void> {
     const client = this.client();
     const p = this.options.platform;
-    const record: CacheRecord = { format: CACHE_FORMAT, key: step.key, ...step.inputs };
+    const packed = step.listing ? packListing(step.listing) : undefined;
+    const record: CacheRecord = { format: CACHE_FORMAT, key: step.key, ...step.inputs, ...(packed && packed.length <= MAX_PACKED_LISTING ? { listing: packed } : {}) };
     const config = {
       architecture: p.architecture, os: p.os, ...(p.variant ? { variant: p.variant } : {}),
       created: step.created,
@@ -161,8 +197,12 @@ export class RegistryLayerCache {
     };
     const bytes = Buffer.from(JSON.stringify(manifest));
     await client.putManifest(step.key, bytes, MediaType.ociManifest);
-    await client.putManifest(positionTag(step.position), bytes, MediaType.ociManifest);
+    if (step.position) await client.putManifest(positionTag(step.position), bytes, MediaType.ociManifest);
   }
+}
+
+function baseListingTag(manifestDigest: string): string {
+  return `files-${manifestDigest.replace(/^sha256:/, '')}`;
 }
 
 /** Tags are at most 128 characters of [A-Za-z0-9_.-]: keys are 64 hex digits, positions get a prefix. */

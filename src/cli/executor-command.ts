@@ -6,6 +6,7 @@ import { containerIsolationProblem } from '../rootfs/create-root.js';
 import type { BuildOptions, CacheOptions } from '../build/options.js';
 import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
 import { writeOutputs } from '../output/write-outputs.js';
+import { dotenvPath, writeDotenv } from '../output/dotenv.js';
 import { parseReference } from '../reference/reference.js';
 import { createKeychain } from '../registry/auth/keychain.js';
 import { buildRegistryMaps } from '../registry/mirrors.js';
@@ -59,6 +60,8 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
           retries: options.registry.pushRetry,
           ignoreImmutableTagErrors: options.pushIgnoreImmutableTagErrors,
         });
+        const dotenv = dotenvPath(env);
+        if (dotenv) await writeDotenv(dotenv, result.image.manifestDescriptor.digest, destinations);
       }
     } finally {
       await result.dispose();

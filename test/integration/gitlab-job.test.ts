@@ -44,8 +44,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** DESIGN.md's job with kiln's image and the test CA in place of "...". */
-function gitlabCiYml(caPem: string): string {
+/** DESIGN.md's job with kiln's image and the test CA in place of "..."; `flags` are added to the executor's. */
+function gitlabCiYml(caPem: string, flags = '', after: string[] = []): string {
   const body = caPem.trim().split('\n').slice(1, -1).map((l) => '      ' + l).join('\n');
   return `build:
   stage: build
@@ -60,13 +60,50 @@ function gitlabCiYml(caPem: string): string {
 ${body}
       -----END CERTIFICATE-----" >> /kaniko/ssl/certs/additional-ca-cert-bundle.crt
   script:
-    - /kaniko/executor --context $CI_PROJECT_DIR --dockerfile $CI_PROJECT_DIR/Dockerfile --destination $CI_REGISTRY_IMAGE:$CI_COMMIT_TAG
-  only:
+    - /kaniko/executor --context $CI_PROJECT_DIR --dockerfile $CI_PROJECT_DIR/Dockerfile --destination $CI_REGISTRY_IMAGE:$CI_COMMIT_TAG${flags}
+${after.map((l) => `    - ${l}\n`).join('')}  only:
     - tags
 `;
 }
 
+/** Runs the `build` job of the project with gitlab-ci-local; returns its output. */
+async function runJob(project: string, image: string): Promise<string> {
+  const job = await runCommand(GITLAB_CI_LOCAL, [
+    '--network', 'host', '--helper-image', HELPER, '--pull-policy', 'if-not-present',
+    '--variable', `CI_REGISTRY=${registry.host}`, '--variable', `CI_REGISTRY_USER=${registry.username}`,
+    '--variable', `CI_REGISTRY_PASSWORD=${registry.password}`, '--variable', `CI_REGISTRY_IMAGE=${image}`,
+    '--variable', 'CI_COMMIT_TAG=v1.0.0', 'build',
+  ], { cwd: project, env: dockerEnv(), timeoutMs: 300_000 });
+  const output = job.stdout + job.stderr;
+  assert.equal(job.code, 0, output);
+  assert.match(output, /PASS\s+build/);
+  assert.ok(!output.includes(registry.password!), 'the password was printed');
+  return output;
+}
+
 describe('the GitLab CI job with kiln\'s debug image (gitlab-ci-local)', () => {
+  it('with --cache=true, the second run of the job reuses every RUN layer, and kiln.env names the digest', async () => {
+    const project = join(dir, 'cached-project');
+    await mkdir(project, { recursive: true });
+    await writeFile(join(project, 'Dockerfile'), [
+      `FROM ${registry.host}/base/busybox:latest`,
+      'RUN echo one > /one',
+      'RUN echo two > /two',
+    ].join('\n') + '\n');
+    await writeFile(join(project, '.gitlab-ci.yml'), gitlabCiYml(await readFile(registry.caFile!, 'utf8'), ' --cache=true', ['cat kiln.env']));
+    await mustRun('sh', ['-c', 'git init -q && git add -A && git -c user.name=kiln -c user.email=kiln@test commit -qm project && git tag v1.0.0'], { cwd: project });
+    const image = `${registry.host}/group/cached`;
+    const first = await runJob(project, image);
+    assert.match(first, /No cached layer found for cmd RUN/);
+    const second = await runJob(project, image);
+    assert.equal((second.match(/Using caching version of cmd: RUN/g) ?? []).length, 2, second);
+    assert.doesNotMatch(second, /Running: /);
+    const digest = /KILN_IMAGE_DIGEST=(sha256:[0-9a-f]{64})/.exec(second)?.[1];
+    assert.ok(digest, second);
+    const pushed = JSON.parse(await mustRun('skopeo', ['inspect', ...registry.skopeoArgs('inspect'), `docker://${image}:v1.0.0`])) as { Digest: string };
+    assert.equal(pushed.Digest, digest);
+  });
+
   it('builds and pushes a multi-stage project with RUN steps, unprivileged', async () => {
     const project = join(dir, 'project');
     await mkdir(project, { recursive: true });
@@ -84,17 +121,8 @@ describe('the GitLab CI job with kiln\'s debug image (gitlab-ci-local)', () => {
     await writeFile(join(project, '.gitlab-ci.yml'), gitlabCiYml(await readFile(registry.caFile!, 'utf8')));
     await mustRun('sh', ['-c', 'git init -q && git add -A && git -c user.name=kiln -c user.email=kiln@test commit -qm project && git tag v1.0.0'], { cwd: project });
     const image = `${registry.host}/group/project`;
-    const job = await runCommand(GITLAB_CI_LOCAL, [
-      '--network', 'host', '--helper-image', HELPER, '--pull-policy', 'if-not-present',
-      '--variable', `CI_REGISTRY=${registry.host}`, '--variable', `CI_REGISTRY_USER=${registry.username}`,
-      '--variable', `CI_REGISTRY_PASSWORD=${registry.password}`, '--variable', `CI_REGISTRY_IMAGE=${image}`,
-      '--variable', 'CI_COMMIT_TAG=v1.0.0', 'build',
-    ], { cwd: project, env: dockerEnv(), timeoutMs: 300_000 });
-    const output = job.stdout + job.stderr;
-    assert.equal(job.code, 0, output);
-    assert.match(output, /PASS\s+build/);
+    const output = await runJob(project, image);
     assert.match(output, /RUN steps use container isolation/);
-    assert.ok(!output.includes(registry.password!), 'the password was printed');
 
     const archive = join(dir, 'pushed.tar');
     await mustRun('skopeo', ['copy', ...registry.skopeoArgs('src'), `docker://${image}:v1.0.0`, `docker-archive:${archive}:kiln-test/pushed:v1`]);

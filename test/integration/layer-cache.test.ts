@@ -3,7 +3,7 @@
 // changed hits without running or extracting anything, and a cached build has the same content as
 // an uncached one.
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -63,8 +63,13 @@ describe('layer cache in a registry repository', () => {
     const first = await build('app', APP, { 'app.txt': 'app v1\n' }, ['--cache-repo', `${registry.host}/cache-test/shared`]);
     assert.equal(hits(first), 0);
     assert.equal(misses(first).length, 4, first.log); // three RUNs and the WORKDIR
+    const baseBlobGets = async (): Promise<number> => ((await readFile(registry.logFile, 'utf8')).match(/"GET \/v2\/base\/busybox\/blobs\//g) ?? []).length;
+    const before = await baseBlobGets();
     const second = await build('app', APP, { 'app.txt': 'app v1\n' }, ['--cache-repo', `${registry.host}/cache-test/shared`]);
     assert.equal(hits(second), 4, second.log);
+    // The COPY needed the image's files: they came from the listings the first build cached, so only
+    // the base's config was read, none of its layers.
+    assert.equal(await baseBlobGets() - before, 1);
     assert.deepEqual(misses(second), []);
     assert.doesNotMatch(second.log, /Running: /);
     assert.doesNotMatch(second.log, /RUN steps use/);
