@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
   echo "kiln needs Node.js 20 or newer" >&2; exit 1
 fi
-if ! command -v gcc >/dev/null || ! dpkg -s libc6-dev >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev make python3 >/dev/null
+# bzip2, xz and zstd: ADD unpacks archives compressed with them through Debian's own decompressors.
+needed=(gcc libc6-dev make python3 bzip2 xz-utils zstd)
+missing=()
+for p in "${needed[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent

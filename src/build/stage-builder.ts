@@ -431,33 +431,37 @@ export class StageBuilder {
   private async copy(ins: CopyInstruction): Promise<void> {
     await this.image.files.ready();
     const name = ins.kind === 'copy' ? 'COPY' : 'ADD';
-    const from = ins.from !== undefined ? this.word(ins.from) : undefined;
-    if (from !== undefined && ins.kind === 'add') throw new BuildError('ADD --from is not supported yet (issue #5)', ins.node.startLine);
-    const source = from !== undefined ? await this.env.copySource(from) : { files: this.env.context, name: 'the build context' };
-    for (const [flag, used] of [['--link', ins.link], ['--parents', ins.parents], ['--exclude', ins.excludes.length > 0], ['--checksum', ins.checksum !== undefined], ['--keep-git-dir', ins.keepGitDir], ['--unpack', ins.unpack !== undefined]] as const) {
-      if (used) throw new BuildError(`${name} ${flag} is not supported yet (issue #5)`, ins.node.startLine);
-    }
     const chown = ins.chown !== undefined ? this.word(ins.chown) : undefined;
     const chmod = ins.chmod !== undefined ? this.word(ins.chmod) : undefined;
+    if (chmod) parseChmod(chmod); // BuildKit checks --chmod before it reads any source
+    // (ADD has no --from: the parser refuses it, as BuildKit's does.)
+    const from = ins.from !== undefined ? this.word(ins.from) : undefined;
+    const source = from !== undefined ? await this.env.copySource(from) : { files: this.env.context, name: 'the build context' };
     const sources = ins.sources.map((s) => this.word(s));
     const heredocLex = new ShellLex('\\', { skipProcessQuotes: true });
     const inline = ins.inlineSources.map((s) => ({ name: s.name, content: s.expand ? heredocLex.processWord(s.content, this.lookup) : s.content }));
     const rawDest = this.word(ins.dest);
     const workdir = this.image.config.config.WorkingDir || '/';
     const dest = posix.isAbsolute(rawDest) ? rawDest : posix.join(workdir, rawDest) + (rawDest.endsWith('/') || rawDest === '.' ? '/' : '');
-    // Docker: context files belong to 0:0; files from a stage or an image keep their owner.
-    const owner = chown ? await this.identity(chown) : from === undefined ? { uid: 0, gid: 0 } : undefined;
     const entries = await planCopy(
       {
-        instruction: name, sources, inline, dest, owner,
-        mode: chmod !== undefined ? parseChmod(chmod) : undefined,
+        instruction: name, sources, inline, dest,
+        chown, identity: (spec) => this.identity(spec),
+        // Docker: context files belong to 0:0; files from a stage or an image keep their owner.
+        defaultOwner: from === undefined ? { uid: 0, gid: 0 } : undefined,
+        chmod, link: ins.link, parents: ins.parents, excludes: ins.excludes,
+        // --keep-git-dir is for git sources only; --exclude is not expanded (BuildKit keeps it as written).
+        checksum: ins.checksum !== undefined ? this.word(ins.checksum) : undefined,
+        unpack: ins.unpack,
         fixedMtime: this.env.reproducible ? new Date(0) : undefined,
         sourceName: source.name,
       },
       source.files,
       this.image.files,
     );
+    // BuildKit's history: the command, --parents, --chown, --chmod, sources, destination (kiln adds --from).
     let createdBy = name;
+    if (ins.parents) createdBy += ' --parents';
     if (from !== undefined) createdBy += ` --from=${from}`;
     if (chown) createdBy += ` --chown=${chown}`;
     if (chmod) createdBy += ` --chmod=${chmod}`;

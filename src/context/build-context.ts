@@ -92,8 +92,12 @@ export class BuildContext {
     return out;
   }
 
-  /** Every entry under a directory (not the directory itself), parents before children, sorted, excluded ones left out. */
-  async walk(dir: ContextFile): Promise<ContextFile[]> {
+  /**
+   * Every entry under a directory (not the directory itself), parents before children, sorted, excluded ones left out.
+   * `enter`, when given, is asked about each directory (by context-relative path): false leaves it out with
+   * everything below it (COPY --exclude and --parents use it to skip what cannot be copied).
+   */
+  async walk(dir: ContextFile, enter?: (rel: string) => boolean): Promise<ContextFile[]> {
     const out: ContextFile[] = [];
     const visit = async (abs: string, rel: string): Promise<boolean> => {
       let kept = false;
@@ -104,6 +108,7 @@ export class BuildContext {
         const isExcluded = this.excluded(childRel);
         if (st.isDirectory()) {
           if (isExcluded && !this.hasExceptions) continue;
+          if (enter && !enter(childRel)) continue;
           const at = out.length;
           out.push({ rel: childRel, abs: childAbs, stat: st });
           const childKept = await visit(childAbs, childRel);

@@ -73,11 +73,11 @@ describe('Go glob segments and context paths', () => {
 });
 
 describe('--chmod', () => {
-  it('takes octal and explains symbolic modes are not built yet', () => {
-    assert.equal(parseChmod('755'), 0o755);
-    assert.equal(parseChmod('0644'), 0o644);
-    assert.throws(() => parseChmod('u+x'), /symbolic --chmod "u\+x" is not supported yet/);
-    assert.throws(() => parseChmod('999'), /invalid --chmod/);
+  it('takes octal and symbolic modes (more in copy.test.ts)', () => {
+    assert.deepEqual(parseChmod('755'), { kind: 'octal', text: '755', mode: 0o755 });
+    assert.deepEqual(parseChmod('0644'), { kind: 'octal', text: '0644', mode: 0o644 });
+    assert.equal(parseChmod('u+x').kind, 'symbolic');
+    assert.throws(() => parseChmod('999'), /invalid chmod parameter: '999'\. it should be octal string and between 0 and 07777/);
   });
 });
 
