@@ -73,6 +73,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       now: new Date(),
       roots: () => (roots ??= makeRootFactory(options)),
       singleSnapshot: options.singleSnapshot,
+      forceBuildMetadata: options.forceBuildMetadata,
       copySource: (from) => copySource(from, current, model, built, copySources, env, options, session),
       copySourceKey: (from) => {
         const stage = stageNamed(model, from);

@@ -33,6 +33,8 @@ export interface BuildOptions {
   snapshotMode: 'full' | 'redo' | 'time';
   /** One layer per stage, written when the stage ends (kaniko's --single-snapshot). */
   singleSnapshot: boolean;
+  /** kaniko's --force-build-metadata: an empty layer for every instruction that changes no files. */
+  forceBuildMetadata: boolean;
   /** Container isolation: empty "/" (but for ignored paths) when the build ends (kaniko's --cleanup). */
   cleanup: boolean;
   /** Extra attempts at extracting a layer (kaniko's --image-fs-extract-retry). */

@@ -59,6 +59,8 @@ export interface StageEnvironment {
   roots: () => Promise<RootFactory>;
   /** --single-snapshot: one layer per stage, written when the stage ends. */
   singleSnapshot: boolean;
+  /** kaniko's --force-build-metadata: an (empty) layer for every instruction that would add history only. */
+  forceBuildMetadata: boolean;
   /** COPY --from: the files of an earlier stage (name or index) or of an image. */
   copySource: (from: string) => Promise<{ files: BuildContext; name: string }>;
   /** COPY --from: the cache key of an earlier stage, undefined when `from` names an image. */
@@ -119,9 +121,11 @@ export class StageBuilder {
 
   async dispatch(instruction: Instruction): Promise<void> {
     this.line = instruction.node.startLine;
+    const history = this.image.config.history.length;
     try {
       if (this.cache) await this.dispatchCached(instruction, this.cache);
       else await this.dispatchUnchecked(instruction);
+      if (this.env.forceBuildMetadata && !this.squashed) await this.forceLayer(history);
     } catch (e) {
       if (e instanceof ShellExpansionError || e instanceof CopyError || e instanceof UserLookupError || e instanceof ContextError) {
         throw new BuildError(e.message, instruction.node.startLine);
@@ -131,6 +135,15 @@ export class StageBuilder {
   }
 
   private lookup: EnvLookup = (name) => this.vars.get(name);
+
+  /** --force-build-metadata: the instruction's history-only entry gets an empty layer, as kaniko adds one. */
+  private async forceLayer(historyBefore: number): Promise<void> {
+    const last = this.image.config.history.at(-1);
+    if (this.image.config.history.length === historyBefore || !last?.empty_layer) return;
+    const written = await this.writeLayer([]);
+    this.rootLayers.push(written.descriptor);
+    delete last.empty_layer;
+  }
 
   /**
    * With --cache: RUN (and COPY/ADD with --cache-copy-layers, and WORKDIR) are looked up by key and

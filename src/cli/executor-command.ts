@@ -143,6 +143,7 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     ignoreVarRun: bool('ignore-var-run'),
     snapshotMode: snapshotModeFlag(str('snapshot-mode') ?? 'full'),
     singleSnapshot: bool('single-snapshot'),
+    forceBuildMetadata: bool('force-build-metadata'),
     cleanup: bool('cleanup'),
     extractRetries: nonNegative(values.get('image-fs-extract-retry') as number, 'image-fs-extract-retry'),
     reproducible: bool('reproducible'),

@@ -10,7 +10,6 @@ export interface ExecutorFlag extends FlagSpec {
   aliasOf?: string;
 }
 
-const run = 'issue #4 (RUN and filesystem snapshots)';
 const dockerfile = 'issue #5 (full Dockerfile and contexts)';
 
 export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
@@ -69,7 +68,7 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'ignore-var-run', kind: 'bool', default: true, description: 'Leave /var/run out of snapshots' },
   { name: 'whitelist-var-run', kind: 'bool', default: true, aliasOf: 'ignore-var-run', description: 'Deprecated: use --ignore-var-run' },
   { name: 'cleanup', kind: 'bool', default: false, description: 'Container isolation: empty the build root at the end, so the container can build again' },
-  { name: 'force-build-metadata', kind: 'bool', default: false, notYet: run, description: 'Add metadata layers to the image' },
+  { name: 'force-build-metadata', kind: 'bool', default: false, description: 'An empty layer for every instruction that changes no files (ENV, LABEL, a RUN that writes nothing ...), as kaniko adds' },
   { name: 'cache', kind: 'bool', default: false, description: 'Use the layer cache: RUN (and with --cache-copy-layers, COPY/ADD) layers are stored in --cache-repo by key and reused' },
   { name: 'cache-repo', kind: 'string', description: 'Registry repository of the layer cache (default: the first --destination\'s repository + "/cache")' },
   { name: 'cache-dir', kind: 'string', default: '/cache', description: 'Base-image cache filled by `kiln warmer` (an OCI layout); base images found there are not downloaded' },

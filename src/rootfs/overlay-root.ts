@@ -81,7 +81,9 @@ export class OverlayRoot implements BuildRoot {
     const hostsFile = join(work, init + '.hosts');
     const resolvFile = join(work, init + '.resolv');
     await writeNetworkFiles(hostsFile, resolvFile);
-    const lower = [init, ...[...this.layers].reverse()].join(':');
+    // overlayfs refuses a directory named twice (ELOOP); a layer that repeats (empty layers, identical
+    // COPYs) is kept at its topmost place only, which stacks to the same tree.
+    const lower = [init, ...new Set([...this.layers].reverse())].join(':');
     const overlay = `lowerdir=${lower},upperdir=${upper},workdir=${scratch},redirect_dir=off,metacopy=off,index=off`;
     try {
       const exitCode = await runStepProcess(step, {

@@ -89,3 +89,34 @@ describe('docker sees the config kiln wrote', () => {
     }
   });
 });
+
+describe('--force-build-metadata', () => {
+  it('adds an empty layer for each instruction that changes no files, as kaniko does, and the image still runs', async () => {
+    const ctx = join(dir, 'force-metadata');
+    await mkdir(ctx, { recursive: true });
+    await copyFile(BUSYBOX, join(ctx, 'busybox'));
+    await writeFile(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY busybox /bin/busybox\nENV A=1\nLABEL l=v\nRUN ["/bin/busybox", "true"]\nCMD ["/bin/busybox", "echo", "ran"]\n');
+    const layouts: Record<string, { rootfs: { diff_ids: string[] }; history: { created_by: string; empty_layer?: boolean }[] }> = {};
+    for (const force of [false, true]) {
+      const layout = join(dir, `force-metadata-${force}`);
+      const r = await kiln(['executor', '-c', ctx, '--no-push', '--oci-layout-path', layout, ...(force ? ['--force-build-metadata'] : [])]);
+      assert.equal(r.code, 0, r.stderr);
+      layouts[String(force)] = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', `oci:${layout}:latest`]));
+    }
+    const plain = layouts['false']!, forced = layouts['true']!;
+    assert.equal(plain.rootfs.diff_ids.length, 1);
+    // COPY's layer, then one empty layer each for ENV, LABEL, the RUN that wrote nothing, and CMD.
+    assert.equal(forced.rootfs.diff_ids.length, 5);
+    assert.equal(new Set(forced.rootfs.diff_ids.slice(1)).size, 1, 'the empty layers are one and the same blob');
+    assert.deepEqual(forced.history.map((h) => h.empty_layer ?? false), [false, false, false, false, false]);
+    const tar = join(dir, 'force-metadata.tar');
+    const r = await kiln(['executor', '-c', ctx, '--no-push', '-d', 'kiln-semantics/force:test', '--tar-path', tar, '--force-build-metadata']);
+    assert.equal(r.code, 0, r.stderr);
+    await docker(['load', '-i', tar]);
+    try {
+      assert.equal(await docker(['run', '--rm', 'kiln-semantics/force:test']), 'ran\n');
+    } finally {
+      await docker(['rmi', 'kiln-semantics/force:test']);
+    }
+  });
+});
