@@ -26,7 +26,8 @@ import { StageBuilder, type StageEnvironment, type StageImage } from './stage-bu
 import { createRootFactory, type Isolation, type RootFactory } from '../rootfs/create-root.js';
 import { CopySources } from './copy-sources.js';
 import { CopyError } from './copy.js';
-import { RegistryLayerCache, type CacheLocation } from '../cache/layer-cache.js';
+import { LayerCache, type CacheLocation } from '../cache/layer-cache.js';
+import { LayoutCacheStorage, RegistryCacheStorage } from '../cache/cache-storage.js';
 import type { BuildCache } from './step-cache.js';
 import { hashText } from '../cache/cache-key.js';
 import { parseReference, parseRepository, referenceString } from '../reference/reference.js';
@@ -82,7 +83,8 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       ...(cache ? { cache: { layers: cache, runLayers: options.cache!.runLayers, copyLayers: options.cache!.copyLayers, dockerfileId: dockerfileId(options) } satisfies BuildCache } : {}),
       remoteLayers: new Map(),
       cachedLayerFiles: async (layer, source) => {
-        await fetchLayers([layer], source, session, store, options.registry.imageDownloadRetry, lister.listLayer);
+        if (source) await fetchLayers([layer], source, session, store, options.registry.imageDownloadRetry, lister.listLayer);
+        else await lister.listLayer(layer, store.openVerified(layer.digest)); // a local layout's blob, read in place
         return lister.listing(layer);
       },
       ensureLocal: async (layer, source) => {
@@ -115,7 +117,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     await copySources.dispose();
     const remoteLayers = new Map([...env.remoteLayers].filter(([digest]) => final.layers.some((l) => l.digest === digest)));
     return {
-      image, blobSources: [...final.blobSources, ...(cache ? [cache.location] : [])], remoteLayers,
+      image, blobSources: [...final.blobSources, ...(cache?.location ? [cache.location] : [])], remoteLayers,
       dispose: async () => {
         await cache?.flush();
         await store.dispose();
@@ -206,12 +208,18 @@ async function pullBase(name: string, store: BlobStore, options: BuildOptions, s
 }
 
 /** The layer cache the flags ask for, if any. */
-function layerCache(options: BuildOptions, session: RegistrySession, store: BlobStore): RegistryLayerCache | undefined {
+function layerCache(options: BuildOptions, session: RegistrySession, store: BlobStore): LayerCache | undefined {
   if (!options.cache) return undefined;
-  const ref = parseRepository(options.cache.repo);
-  const cache = new RegistryLayerCache(session, { registry: ref.registry, repository: ref.repository }, store, {
-    ttlMs: options.cache.ttlMs, push: options.cache.push, platform: options.platform,
-  });
+  const { repo, push } = options.cache;
+  let storage;
+  if (repo.startsWith('oci:')) {
+    storage = new LayoutCacheStorage(repo.slice('oci:'.length));
+    store.readFrom(storage.localBlobs); // hits are read in place, never copied
+  } else {
+    const ref = parseRepository(repo);
+    storage = new RegistryCacheStorage(session, { registry: ref.registry, repository: ref.repository }, push);
+  }
+  const cache = new LayerCache(storage, store, { ttlMs: options.cache.ttlMs, push, platform: options.platform });
   log.info(`Using layer cache ${cache.description}`);
   return cache;
 }

@@ -70,7 +70,7 @@ export interface StageEnvironment {
   /** Layers not in the blob store, by digest: where to fetch or mount them from (cache hits). */
   remoteLayers: Map<string, CacheLocation>;
   /** Downloads a layer the cache supplied into the store and lists its files. */
-  cachedLayerFiles: (layer: Descriptor, source: CacheLocation) => Promise<LayerListing>;
+  cachedLayerFiles: (layer: Descriptor, source: CacheLocation | undefined) => Promise<LayerListing>;
   /** Makes a layer's blob present in the store: from where the cache found it, else from `source`. */
   ensureLocal: (layer: Descriptor, source: { registry: string; repository: string } | undefined) => Promise<void>;
 }
@@ -216,7 +216,7 @@ export class StageBuilder {
     this.image.config.rootfs.diff_ids.push(diffId);
     this.image.config.history.push({ created: this.created(), created_by: hit.createdBy });
     this.rootLayers.push(descriptor);
-    this.env.remoteLayers.set(descriptor.digest, hit.source);
+    if (hit.source) this.env.remoteLayers.set(descriptor.digest, hit.source);
     const listing = hit.listing;
     this.image.files.deferLayer(async () => listing ?? this.env.cachedLayerFiles(descriptor, hit.source));
     if (this.root) {

@@ -3,13 +3,13 @@
 // need the image's files), and a save after a step that missed. Logs say hit or miss, and for the
 // build's first miss, why.
 import { CacheChain, explainMiss, hashText, type ChainItem } from '../cache/cache-key.js';
-import type { CachedStep, RegistryLayerCache } from '../cache/layer-cache.js';
+import type { CachedStep, LayerCache } from '../cache/layer-cache.js';
 import type { Descriptor } from '../image/types.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import { log } from '../log/logger.js';
 
 export interface BuildCache {
-  layers: RegistryLayerCache;
+  layers: LayerCache;
   /** --cache-run-layers */
   runLayers: boolean;
   /** --cache-copy-layers */

@@ -1,6 +1,7 @@
-// The layer cache in a registry repository (--cache-repo, default <first destination>/cache). Each
-// cached step is a small image tagged with its key: one layer (or none, for a step that changed no
-// files) and a config that records the key's inputs. A second tag per Dockerfile step ("step-...")
+// The layer cache (--cache-repo: a registry repository, default <first destination>/cache, or an OCI
+// layout with oci:/path; see cache-storage.ts). Each cached step is a small image tagged with its
+// key: one layer (or none, for a step that changed no files) and a config that records the key's
+// inputs and the layer's file listing. A second tag per Dockerfile step ("step-...")
 // names the entry the last build stored for that step, so a miss can say what changed since.
 // Lookups that fail for any reason are misses, and failed saves are warnings: the cache can make a
 // build faster, never break it.
@@ -8,15 +9,11 @@ import { MediaType, type Descriptor, type ImageConfig, type Manifest, type Platf
 import type { BlobStore } from '../image/blob-store.js';
 import { stableJson } from '../image/image.js';
 import { log } from '../log/logger.js';
-import type { RegistrySession } from '../remote/session.js';
-import { RegistryError } from '../registry/types.js';
+import type { CacheLocation, CacheStorage } from './cache-storage.js';
 import { CACHE_FORMAT, type ChainItem } from './cache-key.js';
 import { packListing, unpackListing, type LayerListing } from './layer-listing.js';
 
-export interface CacheLocation {
-  registry: string;
-  repository: string;
-}
+export type { CacheLocation } from './cache-storage.js';
 
 /** What a cache entry holds. */
 export interface CachedStep {
@@ -24,8 +21,8 @@ export interface CachedStep {
   /** The layer the step made, or undefined when it changed no files. */
   layer?: { descriptor: Descriptor; diffId: string };
   createdBy: string;
-  /** Where the layer blob can be fetched or mounted from. */
-  source: CacheLocation;
+  /** Where the layer blob can be fetched or mounted from; none when the cache's blobs are local (a layout). */
+  source?: CacheLocation;
   /** The layer's files, when the entry carries them (so the layer need not be downloaded to know them). */
   listing?: LayerListing;
 }
@@ -68,23 +65,23 @@ export interface LayerCacheOptions {
   platform: Platform;
 }
 
-export class RegistryLayerCache {
+export class LayerCache {
   private readonly saves: Promise<void>[] = [];
   private failedLookups = 0;
 
   constructor(
-    private readonly session: RegistrySession,
-    readonly location: CacheLocation,
+    private readonly storage: CacheStorage,
+    /** The build's blob store, where the layers to save are. */
     private readonly store: BlobStore,
     private readonly options: LayerCacheOptions,
   ) {}
 
   get description(): string {
-    return `${this.location.registry}/${this.location.repository}`;
+    return this.storage.description;
   }
 
-  private client() {
-    return this.session.client(this.location.registry, this.location.repository, this.options.push ? 'push' : 'pull');
+  get location(): CacheLocation | undefined {
+    return this.storage.location;
   }
 
   /** The entry stored under `key`, unless absent, expired or unreadable. */
@@ -110,7 +107,7 @@ export class RegistryLayerCache {
       key,
       createdBy: history?.created_by ?? '',
       ...(layer && diffId ? { layer: { descriptor: { mediaType: layer.mediaType, size: layer.size, digest: layer.digest }, diffId } } : {}),
-      source: this.location,
+      ...(this.storage.location ? { source: this.storage.location } : {}),
       ...(record.listing ? { listing: unpackListing(record.listing) } : {}),
     };
   }
@@ -156,23 +153,14 @@ export class RegistryLayerCache {
   }
 
   private async read(tag: string): Promise<{ config: ImageConfig & { [RECORD_FIELD]?: CacheRecord }; manifest: Manifest } | undefined> {
-    const client = this.client();
-    let fetched;
-    try {
-      fetched = await client.getManifest(tag);
-    } catch (e) {
-      if (e instanceof RegistryError && e.status === 404) return undefined;
-      throw e;
-    }
-    const manifest = JSON.parse(fetched.bytes.toString('utf8')) as Manifest;
+    const bytes = await this.storage.manifest(tag);
+    if (!bytes) return undefined;
+    const manifest = JSON.parse(bytes.toString('utf8')) as Manifest;
     if (!manifest.config || !Array.isArray(manifest.layers) || manifest.config.size > MAX_CACHE_CONFIG) return undefined;
-    const chunks: Buffer[] = [];
-    for await (const c of await client.getBlob(manifest.config.digest)) chunks.push(c as Buffer);
-    return { manifest, config: JSON.parse(Buffer.concat(chunks).toString('utf8')) as ImageConfig & { [RECORD_FIELD]?: CacheRecord } };
+    return { manifest, config: JSON.parse((await this.storage.blob(manifest.config.digest)).toString('utf8')) as ImageConfig & { [RECORD_FIELD]?: CacheRecord } };
   }
 
   private async write(step: StepResult): Promise<void> {
-    const client = this.client();
     const p = this.options.platform;
     const packed = step.listing ? packListing(step.listing) : undefined;
     const record: CacheRecord = { format: CACHE_FORMAT, key: step.key, ...step.inputs, ...(packed && packed.length <= MAX_PACKED_LISTING ? { listing: packed } : {}) };
@@ -187,22 +175,14 @@ export class RegistryLayerCache {
     const configBytes = Buffer.from(stableJson(config));
     const configDescriptor = await this.store.putBytes(configBytes, MediaType.ociConfig);
     const layers = step.layer ? [step.layer.descriptor] : [];
-    for (const blob of [...layers, configDescriptor]) {
-      await client.pushBlob(blob, () => this.store.openVerified(blob.digest));
-    }
+    for (const blob of [...layers, configDescriptor]) await this.storage.putBlob(blob, () => this.store.openVerified(blob.digest));
     const manifest: Manifest = {
       schemaVersion: 2, mediaType: MediaType.ociManifest,
       config: { mediaType: configDescriptor.mediaType, size: configDescriptor.size, digest: configDescriptor.digest },
       layers: layers.map((l) => ({ mediaType: l.mediaType, size: l.size, digest: l.digest })),
     };
-    const bytes = Buffer.from(JSON.stringify(manifest));
-    await client.putManifest(step.key, bytes, MediaType.ociManifest);
-    if (step.position) await client.putManifest(positionTag(step.position), bytes, MediaType.ociManifest);
+    await this.storage.putManifest(step.position ? [step.key, positionTag(step.position)] : [step.key], Buffer.from(JSON.stringify(manifest)));
   }
-}
-
-function baseListingTag(manifestDigest: string): string {
-  return `files-${manifestDigest.replace(/^sha256:/, '')}`;
 }
 
 /** Tags are at most 128 characters of [A-Za-z0-9_.-]: keys are 64 hex digits, positions get a prefix. */
@@ -212,4 +192,8 @@ function positionTag(position: string): string {
 
 function clip(text: string): string {
   return text.length > 80 ? text.slice(0, 77) + '...' : text;
+}
+
+function baseListingTag(manifestDigest: string): string {
+  return `files-${manifestDigest.replace(/^sha256:/, '')}`;
 }

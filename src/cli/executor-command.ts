@@ -184,7 +184,10 @@ function cacheOptions(
     log.warn('--cache is not used with --single-snapshot: a stage has one layer, made at its end');
     return undefined;
   }
-  if (repo?.startsWith('oci:')) throw new UsageError(`--cache-repo ${repo}: a cache in a local OCI layout is not supported yet (planned in issue #6); give a registry repository`);
+  if (repo?.startsWith('oci:')) {
+    if (repo === 'oci:') throw new UsageError('--cache-repo oci: needs a directory: oci:/path/to/layout');
+    return { repo: `oci:${resolve(repo.slice(4))}`, ttlMs: parseGoDuration(ttl, '--cache-ttl'), ...flags };
+  }
   let chosen = repo;
   if (!chosen) {
     if (destinations.length === 0) throw new UsageError('--cache needs --cache-repo, or a --destination whose repository + "/cache" holds the cache');

@@ -164,6 +164,27 @@ describe('layer cache in a registry repository', () => {
     assert.match(misses(expired)[0]!, /expired/);
   });
 
+  it('keeps the cache in a local OCI layout with --cache-repo oci:/path (no registry needed)', async () => {
+    const layout = join(dir, 'layout-cache');
+    const ctx = join(dir, 'layout');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), APP.replaceAll('BASE', base));
+    await writeFile(join(ctx, 'app.txt'), 'from a layout\n');
+    const args = (n: number): string[] => ['executor', '-c', ctx, '--no-push', '-d', `kiln-cache/layout:${n}`, '--tar-path', join(dir, `layout-${n}.tar`), '--cache', '--cache-repo', `oci:${layout}`];
+    const first = await kiln(args(1));
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(misses({ code: 0, log: first.stderr }).length, 4);
+    const second = await kiln(args(2));
+    assert.equal(second.code, 0, second.stderr);
+    assert.equal(hits({ code: 0, log: second.stderr }), 4, second.stderr);
+    await docker(['load', '-i', join(dir, 'layout-2.tar')]);
+    try {
+      assert.equal(await docker(['run', '--rm', 'kiln-cache/layout:2', 'cat', '/built.txt']), 'built 1 fast\nfrom a layout\n');
+    } finally {
+      await docker(['rmi', 'kiln-cache/layout:2']);
+    }
+  });
+
   it('builds anyway when the cache registry cannot be reached', async () => {
     const r = await build('unreachable', 'FROM BASE\nRUN echo ok > /ok\n', {}, ['--cache-repo', '127.0.0.1:9/nowhere/cache', '--push-retry', '0']);
     assert.match(r.log, /could not be read, building without it/);
