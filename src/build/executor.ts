@@ -14,10 +14,6 @@ import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
 import { FsView } from './fs-view.js';
 import { BaseFileLister } from './base-files.js';
-import { choosePlatform, fetchLayers, pullImage, type PulledImage } from '../remote/pull-image.js';
-import { BaseImageCache } from '../cache/base-image-cache.js';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import type { RegistrySession } from '../remote/session.js';
 import { RegistryError } from '../registry/types.js';
 import { InvalidReferenceError } from '../reference/reference.js';
@@ -26,12 +22,10 @@ import { StageBuilder, type StageEnvironment, type StageImage } from './stage-bu
 import { createRootFactory, type Isolation, type RootFactory } from '../rootfs/create-root.js';
 import { CopySources } from './copy-sources.js';
 import { CopyError } from './copy.js';
-import { LayerCache, type CacheLocation } from '../cache/layer-cache.js';
-import { LayoutCacheStorage, RegistryCacheStorage } from '../cache/cache-storage.js';
-import type { BuildCache } from './step-cache.js';
-import { hashText } from '../cache/cache-key.js';
-import { parseReference, parseRepository, referenceString } from '../reference/reference.js';
-import { relative as relativePath } from 'node:path';
+import { fetchLayers } from '../remote/pull-image.js';
+import type { CacheLocation } from '../cache/layer-cache.js';
+import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
+import { pullBase } from './base-image.js';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -60,7 +54,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   const copySources = new CopySources(store);
   let current = 0;
   const built = new Map<number, StageImage>();
-  const cache = layerCache(options, session, store);
+  const cache = createLayerCache(options, session, store);
   const lister = new BaseFileLister();
   try {
     const env: StageEnvironment = {
@@ -138,14 +132,6 @@ function stageNamed(model: DockerfileModel, from: string): Stage | undefined {
   return /^\d+$/.test(from) ? model.stages[Number(from)] : model.stages.find((s) => s.name === from.toLowerCase());
 }
 
-/** How base images (FROM, COPY --from) are pulled: platform, mirrors and retries from the flags. */
-function pullOptions(options: BuildOptions): Parameters<typeof pullImage>[2] {
-  return {
-    platform: options.platform, maps: options.registryMaps,
-    skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
-  };
-}
-
 /** COPY --from: an earlier stage by name or index, else an image reference (BuildKit's order). */
 async function copySource(
   from: string, current: number, model: DockerfileModel, built: Map<number, StageImage>, sources: CopySources,
@@ -176,58 +162,6 @@ async function copySource(
     }
   });
   return { files, name: `image ${from}` };
-}
-
-/**
- * A base image from the warmer's cache (--cache-dir) when it is there and fresh, else from its
- * registry. A tag is resolved by the registry first (one HEAD), as kaniko does, so a moved tag is
- * never served stale; when the registry cannot be reached, the digest the warmer recorded is used.
- */
-async function pullBase(name: string, store: BlobStore, options: BuildOptions, session: RegistrySession): Promise<PulledImage> {
-  const { dir, ttlMs } = options.baseImageCache;
-  if (!existsSync(join(dir, 'index.json'))) return pullImage(name, session, pullOptions(options));
-  const cache = new BaseImageCache(dir, ttlMs);
-  const ref = parseReference(name);
-  let digest = ref.digest;
-  if (!digest) {
-    try {
-      digest = (await session.client(ref.registry, ref.repository, 'pull').headManifest(ref.tag ?? 'latest'))?.digest;
-    } catch (e) {
-      digest = await cache.digestOf(referenceString(ref));
-      if (digest) log.warn(`Could not resolve ${name} (${(e as Error).message}); using ${digest} from the cache in ${dir}`);
-    }
-  }
-  const cached = digest ? await cache.image(digest, (index) => choosePlatform(index, options.platform, `${ref.registry}/${ref.repository}`)).catch(() => undefined) : undefined;
-  if (!cached) {
-    log.info(`No cached image for ${name} in ${dir}${digest ? ` (${digest})` : ''}; pulling it`);
-    return pullImage(name, session, pullOptions(options));
-  }
-  log.info(`Found ${name} (${cached.manifestDigest}) in the base-image cache ${dir}`);
-  store.readFrom(cache.blobs);
-  return { ref, source: { registry: ref.registry, repository: ref.repository, mapped: false }, ...cached };
-}
-
-/** The layer cache the flags ask for, if any. */
-function layerCache(options: BuildOptions, session: RegistrySession, store: BlobStore): LayerCache | undefined {
-  if (!options.cache) return undefined;
-  const { repo, push } = options.cache;
-  let storage;
-  if (repo.startsWith('oci:')) {
-    storage = new LayoutCacheStorage(repo.slice('oci:'.length));
-    store.readFrom(storage.localBlobs); // hits are read in place, never copied
-  } else {
-    const ref = parseRepository(repo);
-    storage = new RegistryCacheStorage(session, { registry: ref.registry, repository: ref.repository }, push);
-  }
-  const cache = new LayerCache(storage, store, { ttlMs: options.cache.ttlMs, push, platform: options.platform });
-  log.info(`Using layer cache ${cache.description}`);
-  return cache;
-}
-
-/** Names the Dockerfile in the cache's "last build of this step" records: its path in the context, else its name. */
-function dockerfileId(options: BuildOptions): string {
-  const rel = relativePath(options.contextDir, options.dockerfilePath);
-  return hashText(rel.startsWith('..') ? options.dockerfilePath.slice(options.dockerfilePath.lastIndexOf('/') + 1) : rel, options.target ?? '');
 }
 
 async function makeRootFactory(options: BuildOptions): Promise<RootFactory> {

@@ -26,8 +26,9 @@ import { StageCache, type BuildCache } from './step-cache.js';
 import { hashText, type ChainItem } from '../cache/cache-key.js';
 import type { CachedStep, CacheLocation } from '../cache/layer-cache.js';
 import { sourceFiles } from '../context/source-digest.js';
-import { KEPT_CONTENT, type LayerListing } from '../cache/layer-listing.js';
-import { readFileSync } from 'node:fs';
+import type { LayerListing } from '../cache/layer-listing.js';
+import { listingOf, withAncestors } from './layer-files.js';
+import { checkSignal, exposedPorts, setEnv } from './config-values.js';
 
 /** The image a stage produces (and a later stage may start FROM). */
 export interface StageImage {
@@ -525,69 +526,4 @@ export class StageBuilder {
   private created(): string {
     return (this.env.reproducible ? new Date(0) : this.env.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
   }
-}
-
-/** A layer's files as a cache entry keeps them: the passwd and group files with their content, read now (a step's upper directory goes away). */
-function listingOf(entries: readonly LayerEntry[], whiteouts: readonly string[], opaque: readonly string[]): LayerListing {
-  return {
-    entries: entries.map((e) => (KEPT_CONTENT.has(e.path) && e.type === 'file' && !e.content && e.source ? { ...e, content: readFileSync(e.source) } : e)),
-    whiteouts: [...whiteouts], opaque: [...opaque],
-  };
-}
-
-/** EXPOSE port specs ("80", "80/udp", "8000-8002/tcp") as config keys ("80/tcp"). */
-function exposedPorts(spec: string, line: number): string[] {
-  const m = /^(?:(?:\[[^\]]*\]|[^:]*):)?(?:[^:]*:)?(\d+)(?:-(\d+))?(?:\/([A-Za-z]+))?$/.exec(spec);
-  if (!m) throw new BuildError(`invalid port: "${spec}"`, line);
-  const start = Number(m[1]);
-  const end = m[2] !== undefined ? Number(m[2]) : start;
-  const proto = (m[3] ?? 'tcp').toLowerCase();
-  if (!['tcp', 'udp', 'sctp'].includes(proto)) throw new BuildError(`invalid port: "${spec}": invalid proto: ${proto}`, line);
-  if (start > 65535 || end > 65535 || end < start) throw new BuildError(`invalid containerPort: ${m[1]}${m[2] ? '-' + m[2] : ''}`, line);
-  const out: string[] = [];
-  for (let p = start; p <= end; p++) out.push(`${p}/${proto}`);
-  return out;
-}
-
-const signalNames = new Set([
-  'ABRT', 'ALRM', 'BUS', 'CHLD', 'CLD', 'CONT', 'FPE', 'HUP', 'ILL', 'INT', 'IO', 'IOT', 'KILL', 'PIPE', 'POLL', 'PROF', 'PWR',
-  'QUIT', 'SEGV', 'STKFLT', 'STOP', 'SYS', 'TERM', 'TRAP', 'TSTP', 'TTIN', 'TTOU', 'URG', 'USR1', 'USR2', 'VTALRM', 'WINCH', 'XCPU', 'XFSZ',
-]);
-
-/** Docker's signal.ParseSignal: a number, SIGNAME, NAME, or RTMIN+n/RTMAX-n. */
-function checkSignal(signal: string, line: number): string {
-  const name = signal.toUpperCase().replace(/^SIG/, '');
-  const ok = (/^\d+$/.test(signal) && Number(signal) > 0 && Number(signal) <= 64)
-    || signalNames.has(name)
-    || /^RTMIN(\+([1-9]|1[0-5]))?$/.test(name) || /^RTMAX(-([1-9]|1[0-4]))?$/.test(name);
-  if (!ok) throw new BuildError(`invalid signal: ${signal}`, line);
-  return signal;
-}
-
-/**
- * Adds every existing ancestor directory of the entries, with its current metadata. Runtimes apply a
- * layer into a directory of its own, creating missing parents as root:root 0755, and that copy would
- * hide the real owner and mode from lower layers; Docker's and BuildKit's diffs carry the parents too.
- */
-function withAncestors(entries: LayerEntry[], files: FsView): LayerEntry[] {
-  const present = new Set(entries.map((e) => e.path));
-  const out = [...entries];
-  for (const entry of entries) {
-    const parts = entry.path.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const dir = parts.slice(0, i).join('/');
-      if (present.has(dir)) continue;
-      present.add(dir);
-      const existing = files.get(dir);
-      if (existing?.type === 'dir') out.push(existing);
-    }
-  }
-  return out;
-}
-
-/** Docker's addEnv: a variable already set keeps its place and takes the new value. */
-function setEnv(env: string[], key: string, value: string): string[] {
-  const at = env.findIndex((e) => e.startsWith(key + '='));
-  const entry = `${key}=${value}`;
-  return at < 0 ? [...env, entry] : env.map((e, i) => (i === at ? entry : e));
 }

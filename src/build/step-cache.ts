@@ -1,12 +1,19 @@
 // The layer cache as a stage sees it: the key chain of the stage's instructions, a lookup before a
 // cacheable step (RUN; COPY/ADD with --cache-copy-layers; WORKDIR, whose layer would otherwise
-// need the image's files), and a save after a step that missed. Logs say hit or miss, and for the
-// build's first miss, why.
+// need the image's files), and a save after a step that missed. Logs say hit or miss, and for a
+// stage's first miss, why. createLayerCache makes the build's cache from the flags.
 import { CacheChain, explainMiss, hashText, type ChainItem } from '../cache/cache-key.js';
-import type { CachedStep, LayerCache } from '../cache/layer-cache.js';
+import type { CachedStep } from '../cache/layer-cache.js';
 import type { Descriptor } from '../image/types.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import { log } from '../log/logger.js';
+import { relative as relativePath } from 'node:path';
+import { LayoutCacheStorage, RegistryCacheStorage } from '../cache/cache-storage.js';
+import { LayerCache } from '../cache/layer-cache.js';
+import type { BlobStore } from '../image/blob-store.js';
+import { parseRepository } from '../reference/reference.js';
+import type { RegistrySession } from '../remote/session.js';
+import type { BuildOptions } from './options.js';
 
 export interface BuildCache {
   layers: LayerCache;
@@ -89,4 +96,27 @@ export class StageCache {
     });
     this.chain = step.chain.settle();
   }
+}
+
+/** The layer cache the flags ask for, if any. */
+export function createLayerCache(options: BuildOptions, session: RegistrySession, store: BlobStore): LayerCache | undefined {
+  if (!options.cache) return undefined;
+  const { repo, push } = options.cache;
+  let storage;
+  if (repo.startsWith('oci:')) {
+    storage = new LayoutCacheStorage(repo.slice('oci:'.length));
+    store.readFrom(storage.localBlobs); // hits are read in place, never copied
+  } else {
+    const ref = parseRepository(repo);
+    storage = new RegistryCacheStorage(session, { registry: ref.registry, repository: ref.repository }, push);
+  }
+  const cache = new LayerCache(storage, store, { ttlMs: options.cache.ttlMs, push, platform: options.platform });
+  log.info(`Using layer cache ${cache.description}`);
+  return cache;
+}
+
+/** Names the Dockerfile in the cache's "last build of this step" records: its path in the context, else its name. */
+export function dockerfileId(options: BuildOptions): string {
+  const rel = relativePath(options.contextDir, options.dockerfilePath);
+  return hashText(rel.startsWith('..') ? options.dockerfilePath.slice(options.dockerfilePath.lastIndexOf('/') + 1) : rel, options.target ?? '');
 }
