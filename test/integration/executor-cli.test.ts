@@ -80,10 +80,14 @@ describe('executor errors', () => {
 
 describe('executor flags', () => {
   it('accepts kaniko flags that are not built yet when they change nothing, and refuses them otherwise', async () => {
+    // --cache without a repository to keep it in is a usage error, named before anything is built.
+    const noRepo = await kiln(['executor', '-c', await context('cache-flags', 'FROM scratch\n'), '--no-push', '--cache']);
+    assert.equal(noRepo.code, 1);
+    assert.match(noRepo.stderr, /--cache needs --cache-repo, or a --destination/);
     const ctx = await context('flags', 'FROM scratch\nENV A=1\n');
     const ok = await kiln(['executor', '-c', ctx, '--no-push', '--cache=false', '--ignore-var-run=true', '--snapshot-mode', 'full', '--cache-dir=/cache']);
     assert.equal(ok.code, 0, ok.stderr);
-    for (const [flag, issue] of [['--cache', '#6'], ['--force-build-metadata', '#4'], ['--git=branch=main', '#5'], ['--cache-repo=oci:/tmp/x', '#6']]) {
+    for (const [flag, issue] of [['--git=branch=main', '#5'], ['--context-sub-path=sub', '#5']]) {
       const r = await kiln(['executor', '-c', ctx, '--no-push', flag!]);
       assert.equal(r.code, 1, flag);
       assert.match(r.stderr, new RegExp(`--${flag!.slice(2).split('=')[0]} is not supported yet \\(planned in issue ${issue}`));
@@ -147,7 +151,8 @@ describe('executor flags', () => {
     const text = await kiln(['executor', '-c', ctx, '--no-push', '--log-format', 'text']);
     assert.match(text.stderr, /^time="[^"]+" level=info msg="ENV A=1"$/m);
     const color = await kiln(['executor', '-c', ctx, '--no-push']);
-    assert.match(color.stderr, /\x1b\[36mINFO\x1b\[0m\[0000\] ENV A=1/);
+    // kaniko's color format shows the seconds since start; a loaded machine may be past the first one.
+    assert.match(color.stderr, /\x1b\[36mINFO\x1b\[0m\[\d{4}\] ENV A=1/);
     const quiet = await kiln(['executor', '-c', ctx, '--no-push', '-v', 'error']);
     assert.equal(quiet.stderr, '');
     const bad = await kiln(['executor', '-c', ctx, '--no-push', '--log-format', 'xml']);
