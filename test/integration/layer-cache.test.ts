@@ -3,7 +3,7 @@
 // changed hits without running or extracting anything, and a cached build has the same content as
 // an uncached one.
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -110,6 +110,15 @@ describe('layer cache in a registry repository', () => {
     await build('mtime', APP, { 'app.txt': 'same\n' }, repo);
     await utimes(join(dir, 'mtime', 'app.txt'), new Date(), new Date(Date.now() + 60_000));
     assert.equal(hits(await build('mtime', APP, { 'app.txt': 'same\n' }, repo)), 4);
+  });
+
+  it('misses when only the mode of a context file changes', async () => {
+    const repo = ['--cache-repo', `${registry.host}/cache-test/mode-cache`];
+    await build('mode', APP, { 'app.txt': 'same\n' }, repo);
+    await chmod(join(dir, 'mode', 'app.txt'), 0o600);
+    const again = await build('mode', APP, { 'app.txt': 'same\n' }, repo);
+    assert.equal(hits(again), 0, again.log);
+    assert.match(misses(again)[0]!, /context file app\.txt changed/);
   });
 
   it('misses when the base image changes', async () => {
