@@ -2,8 +2,14 @@
 // and `warmer` (kaniko's warmer flags: fills the base-image cache). commander handles the subcommands and help; the executor's own
 // flags follow kaniko's pflag syntax (see flag-parser.ts).
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { LOG_LEVELS, log, type LogLevel } from '../log/logger.js';
 import { reportFailure, UsageError } from './errors.js';
+
+// undici parses HTTP with llhttp compiled to WebAssembly. Once the parser is hot V8 recompiles it
+// with TurboFan, ~200 ms of CPU for one huge function, which never pays back here: a blob's body
+// crosses the parser in O(1) per chunk. Set before the first connection compiles the module.
+setFlagsFromString('--liftoff-only');
 
 const VERSION = '0.1.0';
 

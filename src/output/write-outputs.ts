@@ -4,8 +4,6 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { BuiltImage } from '../image/image.js';
 import { familiarString, parseReference, type ImageReference } from '../reference/reference.js';
-import { writeDockerArchive } from './docker-archive.js';
-import { writeOciLayout } from './oci-layout.js';
 import { log } from '../log/logger.js';
 
 export interface OutputOptions {
@@ -25,6 +23,8 @@ export async function writeOutputs(image: BuiltImage, options: OutputOptions): P
   if (options.digestFile) await writeTextFile(options.digestFile, digest);
   if (options.ociLayoutPath) {
     const first = options.destinations[0] ? parseReference(options.destinations[0]) : undefined;
+    // Loaded when asked for, like the tarball's writer: most builds only push.
+    const { writeOciLayout } = await import('./oci-layout.js');
     await writeOciLayout(image, options.ociLayoutPath, { refName: first?.tag ?? 'latest' });
     log.info(`Wrote OCI layout to ${options.ociLayoutPath}`);
   }
@@ -37,6 +37,7 @@ export async function writeOutputs(image: BuiltImage, options: OutputOptions): P
     await writeTextFile(options.imageNameTagWithDigestFile, refs.map((r) => `${digestFileName(r)}${r.tag ? ':' + r.tag : ''}@${digest}\n`).join(''));
   }
   if (options.tarPath) {
+    const { writeDockerArchive } = await import('./docker-archive.js');
     await writeDockerArchive(image, refs.map(familiarString), options.tarPath);
     log.info(`Wrote image tarball to ${options.tarPath}`);
   }

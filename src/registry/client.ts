@@ -1,10 +1,11 @@
 // The distribution API for one repository: manifests and blobs, read with digest verification and
 // written with HEAD-skips, cross-repository mounts, and monolithic or chunked uploads.
 import { createHash } from 'node:crypto';
-import { Readable, Transform, pipeline, type TransformCallback } from 'node:stream';
 import { DigestMismatchError } from '../image/blob-store.js';
 import { MediaType } from '../image/types.js';
 import { log } from '../log/logger.js';
+import { openAhead, RangeReader, type OpenBlob } from './range-reader.js';
+import type { BodyCheck } from './resumable-body.js';
 import { headerValue, type RegistryTransport, type TransportRequest } from './transport.js';
 import { RegistryError } from './types.js';
 
@@ -63,51 +64,6 @@ function manifestMediaType(contentType: string | undefined, bytes: Buffer): stri
     return Array.isArray(doc.manifests) ? MediaType.ociIndex : MediaType.ociManifest;
   } catch {
     return declared ?? 'application/octet-stream';
-  }
-}
-
-/** Reads a source stream as consecutive byte ranges, reopening it when a range must be sent again. */
-class RangeReader {
-  private iterator: AsyncIterator<Buffer | string>;
-  private leftover: Buffer | undefined;
-  private position = 0;
-
-  constructor(private readonly open: () => NodeJS.ReadableStream) {
-    this.iterator = open()[Symbol.asyncIterator]();
-  }
-
-  /** Bytes [start, start + length) as a stream. */
-  range(start: number, length: number): Readable {
-    if (start < this.position) {
-      void this.iterator.return?.();
-      this.iterator = this.open()[Symbol.asyncIterator]();
-      this.leftover = undefined;
-      this.position = 0;
-    }
-    return Readable.from(this.generate(start, length), { objectMode: false });
-  }
-
-  close(): void {
-    void this.iterator.return?.();
-  }
-
-  private async *generate(start: number, length: number): AsyncGenerator<Buffer> {
-    const end = start + length;
-    while (this.position < end) {
-      let chunk = this.leftover;
-      this.leftover = undefined;
-      if (!chunk) {
-        const next = await this.iterator.next();
-        if (next.done) throw new Error(`the blob ended after ${this.position} bytes, before byte ${end}`);
-        chunk = Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value);
-      }
-      const chunkStart = this.position;
-      const take = Math.min(chunk.length, end - chunkStart);
-      if (take < chunk.length) this.leftover = chunk.subarray(take);
-      this.position += take;
-      if (chunkStart + take <= start) continue;
-      yield chunk.subarray(Math.max(0, start - chunkStart), take);
-    }
   }
 }
 
@@ -208,20 +164,17 @@ export class RegistryClient {
 
   async getBlob(digest: string): Promise<NodeJS.ReadableStream> {
     const algorithm = this.checkDigest(digest);
-    const res = await this.request({ method: 'GET', path: `/v2/${this.repository}/blobs/${digest}`, expectStatus: [200], operation: `fetching blob ${digest} of ${this.repository}` });
     const hash = createHash(algorithm);
-    const verify = new Transform({
-      transform(chunk: Buffer, _enc, done: TransformCallback) {
-        hash.update(chunk);
-        done(null, chunk);
-      },
-      flush: (done: TransformCallback) => {
+    // Hashed in the response stream itself: no extra stream per blob, each byte hashed once.
+    const check: BodyCheck = {
+      update: (chunk) => { hash.update(chunk); },
+      final: () => {
         const actual = `${algorithm}:${hash.digest('hex')}`;
-        done(actual === digest ? null : new DigestMismatchError(`blob ${digest} from ${this.registry}/${this.repository} hashes to ${actual}: the download was corrupted or the registry serves wrong content`));
+        return actual === digest ? undefined : new DigestMismatchError(`blob ${digest} from ${this.registry}/${this.repository} hashes to ${actual}: the download was corrupted or the registry serves wrong content`);
       },
-    });
-    // pipeline destroys the response when the reader stops early, and passes its errors on.
-    return pipeline(res.body, verify, () => undefined);
+    };
+    const res = await this.request({ method: 'GET', path: `/v2/${this.repository}/blobs/${digest}`, expectStatus: [200], operation: `fetching blob ${digest} of ${this.repository}`, check });
+    return res.body;
   }
 
   async mountBlob(digest: string, fromRepository: string): Promise<boolean> {
@@ -231,7 +184,8 @@ export class RegistryClient {
     return false;
   }
 
-  async pushBlob(descriptor: { digest: string; size: number }, open: () => NodeJS.ReadableStream, options: { mountFrom?: string[] } = {}): Promise<'exists' | 'mounted' | 'uploaded'> {
+  /** `open` gives the blob's bytes for each attempt (a stream, or the promise of one, such as another registry's getBlob). */
+  async pushBlob(descriptor: { digest: string; size: number }, open: OpenBlob, options: { mountFrom?: string[] } = {}): Promise<'exists' | 'mounted' | 'uploaded'> {
     if (await this.blobExists(descriptor.digest)) return 'exists';
     let session: UploadSession | undefined;
     const sources = (options.mountFrom ?? []).filter((r) => r !== this.repository);
@@ -246,22 +200,29 @@ export class RegistryClient {
         log.debug(`mounting ${descriptor.digest} from ${from} on ${this.registry} failed: ${(e as Error).message}`);
       }
     }
-    for (let attempt = 0; ; attempt++) {
-      let current: UploadSession | undefined;
-      try {
-        // A retry may find the blob complete: the last attempt's failure was only its answer.
-        if (attempt > 0 && (await this.blobExists(descriptor.digest))) return 'uploaded';
-        current = session ?? (await this.startUpload());
-        session = undefined;
-        if (!current) return 'mounted';
-        await this.upload(current, descriptor, open);
-        return 'uploaded';
-      } catch (e) {
-        if (current) await this.cancelUpload(current.location);
-        if (!(e instanceof RegistryError && e.retryable) || attempt >= this.uploadRetries) throw e;
-        log.warn(`upload of ${descriptor.digest} to ${this.registry}/${this.repository} failed: ${e.message}; starting a new upload (${attempt + 1}/${this.uploadRetries})`);
-        await new Promise((resolve) => setTimeout(resolve, this.uploadRetryDelayMs * 3 ** attempt));
+    // With no mount to try the bytes are surely needed: open them (a download from another registry,
+    // perhaps) while the upload session starts, rather than one round trip later.
+    const ahead = sources.length === 0 ? openAhead(open) : undefined;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        let current: UploadSession | undefined;
+        try {
+          // A retry may find the blob complete: the last attempt's failure was only its answer.
+          if (attempt > 0 && (await this.blobExists(descriptor.digest))) return 'uploaded';
+          current = session ?? (await this.startUpload());
+          session = undefined;
+          if (!current) return 'mounted';
+          await this.upload(current, descriptor, ahead?.open ?? open);
+          return 'uploaded';
+        } catch (e) {
+          if (current) await this.cancelUpload(current.location);
+          if (!(e instanceof RegistryError && e.retryable) || attempt >= this.uploadRetries) throw e;
+          log.warn(`upload of ${descriptor.digest} to ${this.registry}/${this.repository} failed: ${e.message}; starting a new upload (${attempt + 1}/${this.uploadRetries})`);
+          await new Promise((resolve) => setTimeout(resolve, this.uploadRetryDelayMs * 3 ** attempt));
+        }
       }
+    } finally {
+      ahead?.discard();
     }
   }
 
@@ -288,7 +249,9 @@ export class RegistryClient {
   async checkPushPermission(): Promise<void> {
     try {
       const session = await this.startUpload();
-      if (session) await this.cancelUpload(session.location);
+      // The session only proves permission. As in go-containerregistry, it is cancelled without
+      // waiting (best effort; the transport's close() still lets the request finish).
+      if (session) void this.cancelUpload(session.location);
     } catch (e) {
       if (e instanceof RegistryError && (e.status === 401 || e.status === 403)) {
         const path = /repository path/.test(e.message) ? '' : `; check also that "${this.repository}" is the right repository path`;
@@ -329,7 +292,7 @@ export class RegistryClient {
     }
   }
 
-  private async upload(session: UploadSession, descriptor: { digest: string; size: number }, open: () => NodeJS.ReadableStream): Promise<void> {
+  private async upload(session: UploadSession, descriptor: { digest: string; size: number }, open: OpenBlob): Promise<void> {
     const { digest, size } = descriptor;
     const threshold = Math.min(this.chunkThreshold, session.maxChunk ?? Infinity);
     const operation = `uploading blob ${digest} to ${this.repository}`;
@@ -345,7 +308,7 @@ export class RegistryClient {
       return this.checkReportedDigest(res.headers, digest);
     }
     const chunkSize = Math.max(Math.min(this.chunkSize, session.maxChunk ?? Infinity), session.minChunk ?? 1);
-    const reader = new RangeReader(open);
+    const reader = new RangeReader(open, size);
     try {
       for (let offset = 0; offset < size; offset += chunkSize) {
         const length = Math.min(chunkSize, size - offset);

@@ -3,9 +3,9 @@
 // failed, TLS failures above all, saying which flag fixes them.
 import { X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
-import { rootCertificates } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { log } from '../log/logger.js';
 import { canonicalRegistryName } from '../reference/reference.js';
 import { RegistryError, type RegistryOptions, type RegistryPurpose } from './types.js';
@@ -16,6 +16,11 @@ export interface RegistryTlsOptions {
   cert?: string;
   key?: string;
   rejectUnauthorized: boolean;
+}
+
+/** The options with their secure context, which is what connections use. */
+export interface RegistryConnectOptions extends RegistryTlsOptions {
+  secureContext: SecureContext;
 }
 
 /** Docker Hub's spellings all mean Docker Hub, so a flag given for one applies to all. */
@@ -47,38 +52,72 @@ export function plainHttpAllowed(registry: string, purpose: RegistryPurpose, opt
 
 /** localhost, *.localhost, loopback and RFC 1918 private addresses, as go-containerregistry treats them. */
 export function isLocalRegistry(registry: string): boolean {
-  const host = registry.startsWith('[') ? registry.slice(1, registry.indexOf(']')) : isIP(registry) === 6 ? registry : registry.replace(/:\d+$/, '');
+  // Colons tell IPv6 apart without node's IPv6 pattern, whose first use costs milliseconds of start-up.
+  const bareIpv6 = !registry.startsWith('[') && registry.indexOf(':') !== registry.lastIndexOf(':');
+  const host = registry.startsWith('[') ? registry.slice(1, registry.indexOf(']')) : bareIpv6 ? registry : registry.replace(/:\d+$/, '');
   if (host === 'localhost' || host.endsWith('.localhost')) return true;
-  if (isIP(host) === 6) return host === '::1';
-  if (isIP(host) !== 4) return false;
+  if (host.includes(':')) return host === '::1';
+  if (!isIPv4(host)) return false;
   const [a, b] = host.split('.').map(Number) as [number, number];
   return a === 127 || a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
 }
 
 const warnedSkipVerify = new Set<string>();
 
-/** Reads every trusted certificate source; a missing --registry-certificate file is an error, a missing directory is not. */
-export async function registryTlsOptions(registry: string, purpose: RegistryPurpose, options: RegistryOptions): Promise<RegistryTlsOptions> {
-  const ca = [...(await sharedTrust(options))];
+/**
+ * How connections to a registry are secured, in two steps. The registry's own files
+ * (--registry-certificate, --registry-client-cert) are read at once, so a wrong path fails before
+ * anything is sent, as in kaniko. The returned function gives the full options: the shared trust
+ * (system bundles, SSL_CERT_DIR) and the secure context, built on first call, since only https
+ * connections need them and with a system bundle they cost ~100 ms.
+ */
+export async function registryTls(registry: string, purpose: RegistryPurpose, options: RegistryOptions): Promise<() => Promise<RegistryConnectOptions>> {
+  const own: { ca: string[]; cert?: string; key?: string } = { ca: [] };
   const registryCa = registryLookup(options.registryCertificates, registry);
   if (registryCa !== undefined) {
     const pem = await readOrFail(registryCa, registry, '--registry-certificate');
     const certs = new Map<string, string>();
     splitCertificates(pem, registryCa, certs);
     if (certs.size === 0) throw new RegistryError(`--registry-certificate for ${registry}: ${registryCa} holds no PEM certificate`, registry);
-    ca.push(...certs.values());
+    own.ca.push(...certs.values());
   }
-  const result: RegistryTlsOptions = { ca, rejectUnauthorized: !skipsTlsVerify(registry, purpose, options) };
   const client = registryLookup(options.registryClientCertificates, registry);
   if (client) {
-    result.cert = await readOrFail(client.cert, registry, '--registry-client-cert');
-    result.key = await readOrFail(client.key, registry, '--registry-client-cert');
+    own.cert = await readOrFail(client.cert, registry, '--registry-client-cert');
+    own.key = await readOrFail(client.key, registry, '--registry-client-cert');
   }
-  if (!result.rejectUnauthorized && !warnedSkipVerify.has(registry)) {
+  const rejectUnauthorized = !skipsTlsVerify(registry, purpose, options);
+  if (!rejectUnauthorized && !warnedSkipVerify.has(registry)) {
     warnedSkipVerify.add(registry);
     log.warn(`TLS certificate verification is disabled for ${registry}: anyone on the network path can read and alter what is pulled and pushed`);
   }
-  return result;
+  const contextKey = JSON.stringify([registryCa, client?.cert, client?.key]);
+  let loaded: Promise<RegistryConnectOptions> | undefined;
+  return () => {
+    loaded ??= sharedTrust(options).then((trust) => {
+      const ca = [...trust, ...own.ca];
+      return { ca, cert: own.cert, key: own.key, rejectUnauthorized, secureContext: secureContext(options, contextKey, () => ({ ca, cert: own.cert, key: own.key })) };
+    }).catch((e: unknown) => {
+      loaded = undefined;
+      throw e;
+    });
+    return loaded;
+  };
+}
+
+/**
+ * Secure contexts by trust (the registry's own CA and client certificate; the rest is the same for
+ * every registry of a build): building one from a few hundred CA certificates costs ~50 ms, more than
+ * a handshake, so the pull and push transports of a registry share one.
+ */
+const secureContexts = new WeakMap<RegistryOptions, Map<string, SecureContext>>();
+
+function secureContext(options: RegistryOptions, key: string, make: () => SecureContextOptions): SecureContext {
+  let contexts = secureContexts.get(options);
+  if (!contexts) secureContexts.set(options, (contexts = new Map()));
+  let context = contexts.get(key);
+  if (!context) contexts.set(key, (context = createSecureContext(make())));
+  return context;
 }
 
 /**
@@ -202,7 +241,7 @@ export function explainTlsError(error: unknown, host: string, registry: string):
       const detail = code === 'ERR_TLS_CERT_ALTNAME_INVALID' && names ? ` (it names ${names})` : '';
       return new RegistryError(`TLS handshake with ${who} failed: ${problem}${detail}; ${TRUST_ADVICE.replaceAll('REGISTRY', registry)}`, registry);
     }
-    if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|HTTP_REQUEST/.test(code) || /wrong version number|packet length too long/.test(e.message)) {
+    if (plainTextAnswer(e)) {
       return new RegistryError(`TLS handshake with ${who} failed: the server does not speak TLS on this port (plain HTTP?); if it is meant to serve HTTP, pass --insecure-registry ${registry}`, registry);
     }
     if (/ALERT_(CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN|HANDSHAKE_FAILURE)/.test(code)) {
@@ -213,6 +252,15 @@ export function explainTlsError(error: unknown, host: string, registry: string):
     }
   }
   return undefined;
+}
+
+/** Whether a handshake failed because the server answered in plain text (an HTTP server on that port). */
+export function isPlainTextAnswer(error: unknown): boolean {
+  return errorChain(error).some(plainTextAnswer);
+}
+
+function plainTextAnswer(e: Error & { code?: string }): boolean {
+  return /WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|HTTP_REQUEST/.test(e.code ?? '') || /wrong version number|packet length too long/.test(e.message);
 }
 
 const RETRYABLE_CODES = new Set([

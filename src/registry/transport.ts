@@ -2,11 +2,13 @@
 // fallback only where kaniko allows it, auth challenges, redirects, and retries of what is safe to
 // repeat. Every failure becomes a RegistryError that names the registry and says what to do.
 import { Readable } from 'node:stream';
-import { EnvHttpProxyAgent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { log } from '../log/logger.js';
 import { registryApiHost } from '../reference/reference.js';
-import { createSecureContext } from 'node:tls';
-import { connectionError, isLocalRegistry, plainHttpAllowed, registryLookup, registryTlsOptions } from './tls.js';
+import { createDispatcher, httpsImpossible, reachedDirectly } from './dispatcher.js';
+import { displayPath, readText, responseError, RETRYABLE_STATUS } from './http-errors.js';
+import { ResumableBody, type BodyCheck } from './resumable-body.js';
+import { connectionError, isLocalRegistry, plainHttpAllowed, registryLookup, registryTls } from './tls.js';
 import { RegistryError, type Authenticator, type AuthenticatorFactory, type RegistryOptions, type RegistryPurpose, type TokenHttp } from './types.js';
 
 export type ResponseBody = NodeJS.ReadableStream & { text(): Promise<string>; json(): Promise<unknown>; dump(): Promise<void> };
@@ -18,7 +20,10 @@ export interface TransportRequest {
   path: string;
   scopes: string[];
   headers?: Record<string, string>;
-  body?: Buffer | (() => NodeJS.ReadableStream);
+  /** A function gives a fresh stream for each attempt (and may wait for it, e.g. a download). */
+  body?: Buffer | (() => NodeJS.ReadableStream | Promise<NodeJS.ReadableStream>);
+  /** Checks a successful GET's body as it streams (a digest), resumed parts included. */
+  check?: BodyCheck;
   retries?: number;
   expectStatus?: number[];
   /** What the request does, for error messages ("fetching manifest x:y"); default "METHOD path". */
@@ -53,10 +58,8 @@ const USER_AGENT = 'kiln';
 /** A registry may take minutes to answer a large PUT while it hashes and moves the blob. */
 const HEADERS_TIMEOUT_MS = 10 * 60_000;
 const BODY_TIMEOUT_MS = 5 * 60_000;
-const MAX_ERROR_BODY = 64 * 1024;
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE']);
-const RETRYABLE_STATUS = new Set([408, 429, 500, 502, 503, 504]);
 const REDIRECT_STATUS = new Set([301, 302, 303, 307, 308]);
 
 /** docker.io → registry-1.docker.io; anything else unchanged (reference's rule, named for the transport). */
@@ -73,68 +76,6 @@ export function headerValue(headers: Headers, name: string): string | undefined 
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** Strips the query: upload URLs carry opaque state and redirect URLs carry signatures. */
-function displayPath(path: string): string {
-  return path.replace(/\?.*$/, '');
-}
-
-/** The distribution error list of a body (`{"errors":[{"code","message"}]}`), or a short plain-text body. */
-function describeErrorBody(text: string): { codes: string[]; summary: string } {
-  try {
-    const parsed = JSON.parse(text) as { errors?: { code?: unknown; message?: unknown }[] };
-    if (Array.isArray(parsed.errors)) {
-      const items = parsed.errors.map((e) => [e.code, e.message].filter((v) => typeof v === 'string' && v !== '').join(': '));
-      return { codes: parsed.errors.map((e) => String(e.code ?? '')), summary: items.filter(Boolean).join('; ') };
-    }
-  } catch {
-    // not JSON: fall through
-  }
-  const trimmed = text.trim();
-  return { codes: [], summary: trimmed.length > 0 && trimmed.length <= 200 && !trimmed.startsWith('<') ? trimmed : '' };
-}
-
-function statusAdvice(status: number, codes: string[], path: string, registry: string, purpose: RegistryPurpose | undefined): string {
-  const kind = /\/manifests\//.test(path) ? 'manifest' : /\/blobs\/uploads\//.test(path) ? 'upload' : /\/blobs\//.test(path) ? 'blob' : 'other';
-  if (status === 401) return `authentication failed: check the credentials kiln has for ${registry} (DOCKER_CONFIG's config.json, a credential helper, or CI_REGISTRY_USER/CI_REGISTRY_PASSWORD)`;
-  if (status === 403) return `access denied: check that these credentials may ${purpose === 'pull' ? 'pull from' : 'push to'} this repository and that the repository path is right`;
-  if (status === 404) {
-    if (codes.includes('NAME_UNKNOWN')) return `the repository does not exist on ${registry}: check the repository path`;
-    if (kind === 'manifest') return 'image not found: check the name and tag';
-    if (kind === 'upload') return 'the upload session expired or was lost; a new push starts another';
-    if (kind === 'blob') return 'the blob is not in this repository';
-    return 'not found';
-  }
-  if (status === 405) return 'the registry does not allow this operation here (read-only, or a pull-through mirror?)';
-  if (status === 413) return 'too large: the registry or a proxy in front of it limits request size (e.g. nginx client_max_body_size)';
-  if (status === 429) return 'too many requests: the registry is rate limiting (Docker Hub pull limits: log in or use --registry-mirror); retrying later may help';
-  if (status >= 500) return 'a server error on the registry side; retrying may help';
-  return '';
-}
-
-/** A RegistryError for an unexpected response: status, the registry's error codes and messages, and advice. */
-export async function responseError(
-  registry: string, purpose: RegistryPurpose | undefined, operation: string, path: string, status: number, body: ResponseBody,
-): Promise<RegistryError> {
-  const text = await readText(body, MAX_ERROR_BODY).catch(() => '');
-  const { codes, summary } = describeErrorBody(text);
-  const advice = statusAdvice(status, codes, path, registry, purpose);
-  const message = `${operation} on ${registry} failed: HTTP ${status}${summary ? ` (${summary})` : ''}${advice ? `; ${advice}` : ''}`;
-  return new RegistryError(message, registry, status, RETRYABLE_STATUS.has(status));
-}
-
-/** Reads up to `limit` bytes of a body as text, discarding the rest. */
-export async function readText(body: NodeJS.ReadableStream, limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
-    if (size < limit) chunks.push(buf.subarray(0, limit - size));
-    size += buf.length;
-    if (size >= limit) break;
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
 function withMethods(stream: Readable): ResponseBody {
   return Object.assign(stream, {
     text: async () => readText(stream, Number.MAX_SAFE_INTEGER),
@@ -144,10 +85,13 @@ function withMethods(stream: Readable): ResponseBody {
 }
 
 /** Opens a request body for one attempt; functions give a fresh stream each time. */
-function openBody(source: TransportRequest['body']): { body: Buffer | Readable | undefined; dispose(): void } {
+async function openBody(source: TransportRequest['body']): Promise<{ body: Buffer | Readable | undefined; dispose(): void }> {
   if (source === undefined || Buffer.isBuffer(source)) return { body: source, dispose: () => undefined };
-  const opened = source();
+  const opened = await source();
   const body = opened instanceof Readable ? opened : Readable.from(opened as AsyncIterable<Buffer>);
+  // undici listens while it sends; a failure after the answer came (a check at the very end of a
+  // stream) has nothing left to fail and must not crash kiln.
+  body.on('error', () => undefined);
   return {
     body,
     dispose: () => {
@@ -162,6 +106,8 @@ class HttpTransport implements RegistryTransport {
   private readonly authenticator: Authenticator;
   private readonly retries: number;
   private readonly retryDelayMs: number;
+  /** Whether plain HTTP may be tried (kaniko's flags, or a local address); the options do not change. */
+  private readonly plainHttp: boolean;
   private agentPromise?: Promise<Dispatcher>;
   private originPromise?: Promise<string>;
   private closed = false;
@@ -174,6 +120,7 @@ class HttpTransport implements RegistryTransport {
     settings: TransportSettings,
   ) {
     this.host = apiHost(registry);
+    this.plainHttp = plainHttpAllowed(registry, purpose, options);
     this.retries = settings.retries ?? DEFAULT_RETRIES;
     this.retryDelayMs = settings.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
     this.authenticator = authenticatorFactory(registry, this.tokenHttp());
@@ -183,7 +130,7 @@ class HttpTransport implements RegistryTransport {
     const maxRetries = IDEMPOTENT.has(req.method) ? (req.retries ?? this.retries) : 0;
     const res = await this.send(req, maxRetries);
     const ok = res.statusCode >= 200 && res.statusCode < 300;
-    const body = req.method === 'GET' && ok ? this.resumable(req, res, maxRetries) : (res.body as unknown as ResponseBody);
+    const body = req.method === 'GET' && ok ? withMethods(this.resumable(req, res, maxRetries)) : (res.body as unknown as ResponseBody);
     return { status: res.statusCode, headers: res.headers, body };
   }
 
@@ -242,24 +189,26 @@ class HttpTransport implements RegistryTransport {
       const toRegistry = url.origin === registryOrigin.origin;
       const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...req.headers };
       if (authorization && toRegistry) headers.authorization = authorization;
-      const opened = openBody(body);
+      let opened: Awaited<ReturnType<typeof openBody>> | undefined;
       let res: Dispatcher.ResponseData;
       try {
+        opened = await openBody(body);
         res = await agent.request({ origin: url.origin, path: url.pathname + url.search, method: method as Dispatcher.HttpMethod, headers, body: opened.body });
       } catch (e) {
-        opened.dispose();
+        opened?.dispose();
         throw this.networkError(e, req.method, req.path, url.host, url.protocol === 'https:');
       }
+      const sent = opened;
       const status = res.statusCode;
       const challenge = headerValue(res.headers, 'www-authenticate');
       const location = headerValue(res.headers, 'location');
       const again = (status === 401 && toRegistry && !challenged && challenge !== undefined) || (REDIRECT_STATUS.has(status) && location !== undefined);
       if (!again) {
-        res.body.once('close', () => opened.dispose());
+        res.body.once('close', () => sent.dispose());
         return res;
       }
       await res.body.dump().catch(() => undefined);
-      opened.dispose();
+      sent.dispose();
       if (status === 401) {
         challenged = true;
         authorization = await this.authenticator.challenge(challenge!, req.scopes);
@@ -275,84 +224,39 @@ class HttpTransport implements RegistryTransport {
     }
   }
 
-  /**
-   * A GET body that survives a connection dropped mid-transfer: it asks again for the remaining
-   * bytes (Range), or skips what it already has when the server ignores ranges.
-   */
-  private resumable(req: TransportRequest, first: Dispatcher.ResponseData, maxRetries: number): ResponseBody {
-    let current: NodeJS.ReadableStream & { destroy(): void } = first.body;
-    let cancelled = false;
-    const chunks = async function* (this: HttpTransport): AsyncGenerator<Buffer> {
-      let received = 0;
-      let skip = 0;
-      for (let attempt = 0; ; attempt++) {
-        try {
-          for await (const chunk of current) {
-            let buf = chunk as Buffer;
-            if (skip > 0) {
-              const dropped = Math.min(skip, buf.length);
-              skip -= dropped;
-              buf = buf.subarray(dropped);
-              if (buf.length === 0) continue;
-            }
-            received += buf.length;
-            yield buf;
-          }
-          return;
-        } catch (e) {
-          if (cancelled) return;
-          const error = e instanceof RegistryError ? e : this.networkError(e, req.method, req.path, this.host);
-          if (!error.retryable || attempt >= maxRetries) throw error;
-          log.debug(`${error.message}; resuming ${displayPath(req.path)} at byte ${received}`);
-          await this.backoff(attempt);
-          const res = await this.send({ ...req, headers: { ...req.headers, range: `bytes=${received}-` }, expectStatus: [200, 206] }, maxRetries - attempt - 1);
-          const start = /^bytes (\d+)-/.exec(headerValue(res.headers, 'content-range') ?? '')?.[1];
-          if (res.statusCode === 206 && Number(start) !== received) {
-            res.body.destroy();
-            throw new RegistryError(`${this.registry} resumed ${displayPath(req.path)} at the wrong offset`, this.registry, 206);
-          }
-          skip = res.statusCode === 200 ? received : 0;
-          current = res.body;
+  /** A successful GET's body, resumed where it broke off and checked as it streams. */
+  private resumable(req: TransportRequest, first: Dispatcher.ResponseData, maxRetries: number): Readable {
+    return new ResumableBody(first.body, {
+      maxRetries, check: req.check,
+      failure: (e) => this.networkError(e, req.method, req.path, this.host),
+      resume: async (received, attempt) => {
+        log.debug(`${displayPath(req.path)} on ${this.registry} broke off; resuming at byte ${received}`);
+        await this.backoff(attempt);
+        const res = await this.send({ ...req, headers: { ...req.headers, range: `bytes=${received}-` }, expectStatus: [200, 206] }, maxRetries - attempt - 1);
+        const start = /^bytes (\d+)-/.exec(headerValue(res.headers, 'content-range') ?? '')?.[1];
+        if (res.statusCode === 206 && Number(start) !== received) {
+          res.body.destroy();
+          throw new RegistryError(`${this.registry} resumed ${displayPath(req.path)} at the wrong offset`, this.registry, 206);
         }
-      }
-    }.call(this);
-    const stream = Readable.from(chunks, { objectMode: false });
-    stream.once('close', () => {
-      cancelled = true;
-      current.destroy();
+        // A server that ignores Range sends everything again: skip what was delivered.
+        return { body: res.body, skip: res.statusCode === 200 ? received : 0 };
+      },
     });
-    return withMethods(stream);
   }
 
-  /**
-   * One dispatcher for every host this transport reaches (registry, blob storage, token realm), so
-   * all get the same trust. HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply as in Go; like Go, local hosts
-   * are never proxied.
-   */
   private agent(): Promise<Dispatcher> {
-    this.agentPromise ??= registryTlsOptions(this.registry, this.purpose, this.options).then(
-      (tls) => {
-        // One secure context for every connection of this transport: building one from a few hundred
-        // CA certificates per connection costs more than the handshake.
-        const secureContext = createSecureContext({ ca: tls.ca, cert: tls.cert, key: tls.key });
-        const connect = { secureContext, rejectUnauthorized: tls.rejectUnauthorized };
-        return new EnvHttpProxyAgent({
-        connect, requestTls: connect, proxyTls: { ca: tls.ca, rejectUnauthorized: tls.rejectUnauthorized },
-        noProxy: [process.env.no_proxy ?? process.env.NO_PROXY, 'localhost', '127.0.0.1', '[::1]'].filter(Boolean).join(','),
-        headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: BODY_TIMEOUT_MS,
-        });
-      },
-      (e: unknown) => {
-        this.agentPromise = undefined;
-        throw e;
-      },
-    );
+    this.agentPromise ??= registryTls(this.registry, this.purpose, this.options).then((tls) => createDispatcher(tls, {
+      headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: BODY_TIMEOUT_MS,
+    })).catch((e: unknown) => {
+      this.agentPromise = undefined;
+      throw e;
+    });
     return this.agentPromise;
   }
 
   /** https, unless plain HTTP is allowed and a /v2/ ping over https fails while one over http works; decided once. */
   private origin(): Promise<string> {
-    if (!plainHttpAllowed(this.registry, this.purpose, this.options)) return Promise.resolve(`https://${this.host}`);
+    if (!this.plainHttp) return Promise.resolve(`https://${this.host}`);
     this.originPromise ??= this.ping().catch((e: unknown) => {
       this.originPromise = undefined;
       throw e;
@@ -364,13 +268,17 @@ class HttpTransport implements RegistryTransport {
     const agent = await this.agent();
     const get = (scheme: string): Promise<Dispatcher.ResponseData> =>
       agent.request({ origin: `${scheme}://${this.host}`, path: '/v2/', method: 'GET', headers: { 'user-agent': USER_AGENT } });
-    let httpsError: unknown;
-    try {
-      // Any answer over TLS proves https works (the certificate was verified), whatever the status.
-      await (await get('https')).body.dump();
-      return `https://${this.host}`;
-    } catch (e) {
-      httpsError = e;
+    // A port that answers a TLS hello in plain text (or not at all) cannot speak https, whatever
+    // the trust: no need to build it (the costly part of an https attempt) to learn that.
+    let httpsError: unknown = reachedDirectly(this.host) ? await httpsImpossible(this.host) : undefined;
+    if (httpsError === undefined) {
+      try {
+        // Any answer over TLS proves https works (the certificate was verified), whatever the status.
+        await (await get('https')).body.dump();
+        return `https://${this.host}`;
+      } catch (e) {
+        httpsError = e;
+      }
     }
     try {
       const res = await get('http');

@@ -1,7 +1,6 @@
 // Pushes a built image to each destination: blobs first (several at once, HEAD-skipped, mounted
 // from the base image's repository when it lives on the same registry), the manifest last, so no
 // tag ever points at an image whose blobs are not all there.
-import { PassThrough } from 'node:stream';
 import type { BuiltImage } from '../image/image.js';
 import { log } from '../log/logger.js';
 import { referenceString, type ImageReference } from '../reference/reference.js';
@@ -44,13 +43,14 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
     .map((s) => s.repository);
   const blobs = [...image.manifest.layers, image.configDescriptor];
   await forEachLimited(blobs, 4, async (blob) => {
-    // A base layer never downloaded streams from its source registry straight to this one.
+    // A base layer never downloaded streams from its source registry straight to this one, the
+    // download's own stream (which verifies the digest) being the upload's body.
     const source = options.remoteLayers?.get(blob.digest) ?? options.blobSources[0];
     const local = await image.store.has(blob.digest);
     if (!local && !source) throw new Error(`internal error: blob ${blob.digest} is neither local nor in a known registry`);
     const open = local
       ? () => image.store.openVerified(blob.digest)
-      : () => streamFrom(session, source!, blob.digest);
+      : () => session.client(source!.registry, source!.repository, 'pull').getBlob(blob.digest);
     const how = await client.pushBlob(blob, open, { mountFrom });
     log.debug(`blob ${blob.digest}: ${how}`);
   });
@@ -59,19 +59,6 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
   if (digest !== image.manifestDescriptor.digest) {
     throw new RegistryError(`${dest.registry} stored the manifest as ${digest}, expected ${image.manifestDescriptor.digest}`, dest.registry);
   }
-}
-
-/** A blob from a registry as a stream available at once (the request starts behind it), verified by the client. */
-function streamFrom(session: RegistrySession, source: { registry: string; repository: string }, digest: string): NodeJS.ReadableStream {
-  const out = new PassThrough();
-  session.client(source.registry, source.repository, 'pull').getBlob(digest).then(
-    (body) => {
-      body.on('error', (e: Error) => out.destroy(e));
-      body.pipe(out);
-    },
-    (e: Error) => out.destroy(e),
-  );
-  return out;
 }
 
 /** kaniko's check before building: every destination repository must accept an upload. */

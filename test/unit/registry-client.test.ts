@@ -261,6 +261,25 @@ describe('RegistryClient', () => {
       [['0-9', 10], ['10-19', 10], ['10-19', 10], ['20-29', 10], ['30-37', 8]]);
   });
 
+  it('streams a blob from another repository into an upload, whole or in chunks, refusing wrong bytes', async () => {
+    const data = Buffer.from(Array.from({ length: 50_000 }, (_, i) => i % 251));
+    const digest = sha256(data);
+    registry.blobs.set(`team/source@${digest}`, data);
+    const claimed = sha256('what the manifest says');
+    registry.blobs.set(`team/source@${claimed}`, data);
+    for (const [repository, chunking] of [['team/whole', {}], ['team/chunked', { chunkThreshold: 16_384, chunkSize: 16_384 }]] as const) {
+      assert.equal(await client(repository, chunking).pushBlob({ digest, size: data.length }, () => client('team/source').getBlob(digest)), 'uploaded');
+      assert.deepEqual(registry.blobs.get(`${repository}@${digest}`), data);
+      registry.seen.length = 0;
+      // The source serves other bytes than the digest names: the upload fails on kiln's own check
+      // (or the registry's, for a single PUT that arrived whole) and the blob never lands.
+      await assert.rejects(client(repository, chunking).pushBlob({ digest: claimed, size: data.length }, () => client('team/source').getBlob(claimed)),
+        /hashes to|DIGEST_INVALID/);
+      assert.equal(registry.blobs.has(`${repository}@${claimed}`), false);
+      if (repository === 'team/chunked') assert.deepEqual(registry.requests('PUT'), []);
+    }
+  });
+
   it('mounts from another repository, or uploads into the session the registry offers instead', async () => {
     const data = Buffer.from('base layer');
     const digest = sha256(data);
@@ -319,6 +338,8 @@ describe('RegistryClient', () => {
       /^RegistryError: kiln cannot push to .*\/nobody\/app: .* HTTP 401 .*check the credentials kiln has for .*; check also that "nobody\/app" is the right repository path$/);
     registry.seen.length = 0;
     await client().checkPushPermission();
+    // The cancellation is not waited for.
+    for (let i = 0; i < 100 && registry.requests().length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     assert.deepEqual(registry.requests().map((r) => r.split(' ')[0]), ['POST', 'DELETE']);
     registry.hooks.push((req, res) => {
       res.writeHead(403, { 'content-type': 'application/json' });

@@ -10,6 +10,7 @@ import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
+import { log } from '../../src/log/logger.js';
 import { explainTlsError, isLocalRegistry, plainHttpAllowed } from '../../src/registry/tls.js';
 import { apiHost, createTransport, type RegistryTransport } from '../../src/registry/transport.js';
 import { RegistryError, type AuthenticatorFactory, type RegistryOptions, type TokenHttp } from '../../src/registry/types.js';
@@ -173,6 +174,25 @@ describe('RegistryTransport', () => {
     assert.equal(await get(t), 'hello /v2/foo/manifests/latest');
     await get(t);
     assert.deepEqual(s.seen.map((r) => r.url), ['/v2/', '/v2/foo/manifests/latest', '/v2/foo/manifests/latest']);
+  });
+
+  it('reads no TLS trust for a plain-HTTP registry, but fails at once on a missing --registry-certificate', async () => {
+    const lines: string[] = [];
+    log.configure({ level: 'debug', write: (line) => lines.push(line) });
+    try {
+      const s = await server(v2Ok);
+      // The bundle would be reported unreadable if kiln read the shared trust.
+      const t = transport(s.host, 'pull', registryOptions({ certificateFiles: [join(dir, 'absent-bundle.crt')] }));
+      assert.equal(await get(t), 'hello /v2/foo/manifests/latest');
+      // The TLS hello that finds the port speaks plain text is no HTTP request.
+      assert.deepEqual(s.seen.map((r) => r.url), ['/v2/', '/v2/foo/manifests/latest']);
+      assert.deepEqual(lines.filter((l) => /CA bundle/.test(l)), []);
+      await assert.rejects(get(transport(s.host, 'pull', registryOptions({ registryCertificates: new Map([[s.host, join(dir, 'absent.crt')]]) }))),
+        /--registry-certificate for 127\.0\.0\.1:\d+: cannot read .*absent\.crt: ENOENT/);
+      assert.deepEqual(s.seen.map((r) => r.url), ['/v2/', '/v2/foo/manifests/latest']);
+    } finally {
+      log.configure({ level: 'info', write: (line) => process.stderr.write(line) });
+    }
   });
 
   it('prefers https when the registry speaks it, trusting a CA from a certificate directory', async () => {
