@@ -7,6 +7,8 @@
 //             buildah and kaniko (bench/snapshot.ts).
 //   cache     (issue #6) a 10-step Debian Dockerfile built cold, rebuilt warm, and rebuilt after a
 //             change in its last step, each from an empty machine with a registry cache (bench/cache.ts).
+//   compression (issue #8) layer gzip throughput: kiln's parallel gzip against pigz and single-stream
+//             zlib at levels 1 and 6 (bench/compression.ts).
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -16,6 +18,7 @@ import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { markdownTable, median, REPETITIONS, timed, writeResults } from './common.js';
 import { snapshotSuite } from './snapshot.js';
 import { cacheSuite } from './cache.js';
+import { compressionSuite } from './compression.js';
 
 interface Measurement { tool: string; seconds: number; }
 
@@ -77,7 +80,7 @@ async function registrySuite(): Promise<void> {
   }
 }
 
-const SUITES: Record<string, () => Promise<void>> = { registry: registrySuite, snapshot: snapshotSuite, cache: cacheSuite };
+const SUITES: Record<string, () => Promise<void>> = { registry: registrySuite, snapshot: snapshotSuite, cache: cacheSuite, compression: compressionSuite };
 
 async function main(): Promise<void> {
   const chosen = (process.env.KILN_BENCH || Object.keys(SUITES).join(',')).split(',').map((s) => s.trim()).filter(Boolean);

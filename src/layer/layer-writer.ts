@@ -7,10 +7,10 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
 import type { BlobStore } from '../image/blob-store.js';
 import type { Descriptor } from '../image/types.js';
 import { orderEntries } from './layer-entries.js';
+import { createParallelGzip } from './parallel-gzip.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar-format.js';
 
 export interface LayerEntry {
@@ -93,8 +93,9 @@ export async function writeLayer(entries: readonly LayerEntry[], store: BlobStor
 function createCompressor(compression: Compression, level: number | undefined): Transform {
   switch (compression) {
     case 'gzip':
-      // Larger output chunks than the 16 KiB default make gzip ~25% faster; the bytes do not change.
-      return createGzip({ level: level !== undefined && level > 0 ? level : DEFAULT_GZIP_LEVEL, chunkSize: 256 << 10 });
+      // Up to a few MiB this is zlib's single stream (the same bytes as before); above, blocks are
+      // deflated on every core, pigz-style (parallel-gzip.ts).
+      return createParallelGzip({ level: level !== undefined && level > 0 ? level : DEFAULT_GZIP_LEVEL });
   }
 }
 

@@ -1,0 +1,174 @@
+// Compression suite (issue #8): layer gzip throughput. ~200 MB of mixed data (alternating 4 MiB runs
+// of incompressible and text-like bytes, generated deterministically into a temp file) compressed
+// file to file by kiln's parallel gzip at levels 1 and 6, by zlib's single stream (kiln before
+// issue #8), and by pigz at the same levels on every core; tools alternate, order rotating per round.
+// Wall MB/s is the figure of merit; CPU seconds are printed too, since on a shared machine wall
+// time also measures the neighbours.
+import { createCipheriv, createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { DEFAULT_BLOCK_SIZE, DEFAULT_THRESHOLD, defaultMaxInFlight, createParallelGzip } from '../src/layer/parallel-gzip.js';
+import { mustRun, runCommand } from '../test/helpers/exec.js';
+import { markdownTable, median, onInterrupt, REPETITIONS, timed, writeResults } from './common.js';
+
+const DATA_MB = Number(process.env.KILN_BENCH_COMPRESSION_MB ?? 200);
+const RUN = 4 << 20;
+const TIMEOUT_MS = 600_000;
+/** Issue #8's target: kiln's gzip at least 0.9x the throughput of `pigz -6`. */
+const TARGET = { tool: 'kiln parallel -6', peer: 'pigz -6', ratio: 0.9 };
+
+interface Tool { name: string; level: number; peer: boolean; run(input: string, output: string): Promise<number>; }
+interface Run { tool: string; round: number; seconds: number; cpuSeconds: number; bytes: number; }
+
+/** CPU seconds of this process (all threads, the thread pool included) spent in `work`. */
+async function inProcess(work: () => Promise<unknown>): Promise<number> {
+  const before = process.cpuUsage();
+  await work();
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1e6;
+}
+
+function nodeTool(name: string, level: number, make: () => NodeJS.ReadWriteStream): Tool {
+  return {
+    name, level, peer: false,
+    run: (input, output) => inProcess(() => pipeline(createReadStream(input, { highWaterMark: 1 << 20 }), make(), createWriteStream(output))),
+  };
+}
+
+/** pigz through bash, whose `times` reports the CPU its children used. */
+function pigzTool(level: number, threads: number): Tool {
+  return {
+    name: `pigz -${level}`, level, peer: true,
+    async run(input, output) {
+      const r = await runCommand('bash', ['-c', 'pigz -p "$1" -"$2" -c "$3" > "$4" && times', 'bash', String(threads), String(level), input, output], { timeoutMs: TIMEOUT_MS });
+      if (r.code !== 0) throw new Error(`pigz exited ${r.code}: ${r.stderr}`);
+      // Second line of `times`: children's user and system time, as 0m4.673s 0m0.338s.
+      const child = r.stdout.trim().split('\n')[1] ?? '';
+      return [...child.matchAll(/(\d+)m([\d.]+)s/g)].reduce((sum, m) => sum + Number(m[1]) * 60 + Number(m[2]), 0);
+    },
+  };
+}
+
+/** Alternating runs of AES-CTR keystream (incompressible) and words (compressible like text or code). */
+async function writeData(path: string): Promise<string> {
+  const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, 1), Buffer.alloc(16, 2));
+  const words = ('the of and to in is for that with on as by layer image build kiln registry manifest config digest ' +
+    'const let function return import export if else await async { } ( ) ; = => 0 1 2 42 true false null').split(' ');
+  const hash = createHash('sha256');
+  const file = await open(path, 'w');
+  try {
+    for (let at = 0, i = 0; at < DATA_MB << 20; at += RUN, i++) {
+      const noise: Buffer = cipher.update(Buffer.alloc(RUN));
+      let run = noise;
+      if (i % 2 === 1) {
+        const parts: string[] = [];
+        let len = 0;
+        for (let j = 0; len < RUN; j++) {
+          const w = words[noise[j]! % words.length]! + (noise[j + 1]! < 24 ? '\n' : ' ');
+          parts.push(w);
+          len += w.length;
+        }
+        run = Buffer.from(parts.join(''), 'latin1').subarray(0, RUN);
+      }
+      run = run.subarray(0, Math.min(RUN, (DATA_MB << 20) - at));
+      hash.update(run);
+      await file.write(run);
+    }
+  } finally {
+    await file.close();
+  }
+  return hash.digest('hex');
+}
+
+/** `gzip -dc | sha256sum` of an output: every tool must give back the input. */
+async function check(tool: string, output: string, inputSha: string): Promise<void> {
+  const sum = (await mustRun('bash', ['-c', 'gzip -dc "$1" | sha256sum', 'bash', output], { timeoutMs: TIMEOUT_MS })).split(' ')[0];
+  if (sum !== inputSha) throw new Error(`${tool}: gzip -dc of its output is not the input (sha256 ${sum}, expected ${inputSha})`);
+}
+
+function fmtRatio(a: number | undefined, b: number | undefined): string {
+  return a === undefined || b === undefined || !Number.isFinite(a / b) ? '—' : (a / b).toFixed(2);
+}
+
+export async function compressionSuite(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-compression-'));
+  const forget = onInterrupt(() => rm(dir, { recursive: true, force: true }));
+  try {
+    const cores = availableParallelism();
+    const tools: Tool[] = [
+      nodeTool('kiln parallel -1', 1, () => createParallelGzip({ level: 1 })),
+      nodeTool('kiln parallel -6', 6, () => createParallelGzip({ level: 6 })),
+      // What kiln wrote layers with before issue #8.
+      nodeTool('zlib single -1', 1, () => createGzip({ level: 1, chunkSize: 256 << 10 })),
+      nodeTool('zlib single -6', 6, () => createGzip({ level: 6, chunkSize: 256 << 10 })),
+    ];
+    const pigz = await runCommand('pigz', ['--version']).catch(() => undefined);
+    let pigzNote: string;
+    if (pigz?.code === 0) {
+      pigzNote = `${(pigz.stdout + pigz.stderr).trim()}, -p ${cores}`;
+      tools.push(pigzTool(1, cores), pigzTool(6, cores));
+    } else {
+      pigzNote = 'pigz not installed: its rows and the kiln/pigz ratios are skipped (apt-get install pigz)';
+    }
+    console.log(pigzNote);
+    const settings = `blocks of ${DEFAULT_BLOCK_SIZE >> 10} KiB, ${defaultMaxInFlight()} in flight, single stream up to ${DEFAULT_THRESHOLD >> 20} MiB; ` +
+      `${cores} cores (${cpus()[0]?.model ?? '?'}), UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}`;
+    console.log(`kiln parallel gzip: ${settings}`);
+
+    const input = join(dir, 'input.bin');
+    const output = join(dir, 'output.gz');
+    const inputSha = await writeData(input);
+    const inputBytes = (await stat(input)).size;
+    console.log(`input: ${(inputBytes / 1e6).toFixed(0)} MB, half incompressible, half text-like`);
+
+    const runs: Run[] = [];
+    for (let round = 0; round < REPETITIONS; round++) {
+      for (let t = 0; t < tools.length; t++) {
+        const tool = tools[(t + round) % tools.length]!;
+        let cpuSeconds = 0;
+        const seconds = await timed(async () => { cpuSeconds = await tool.run(input, output); });
+        const bytes = (await stat(output)).size;
+        if (round === 0) await check(tool.name, output, inputSha);
+        await rm(output);
+        runs.push({ tool: tool.name, round, seconds, cpuSeconds, bytes });
+        console.log(`  round ${round + 1}/${REPETITIONS}: ${tool.name} ${seconds.toFixed(2)} s, ${(inputBytes / 1e6 / seconds).toFixed(1)} MB/s, CPU ${cpuSeconds.toFixed(2)} s`);
+      }
+    }
+
+    const summary = tools.map((tool) => {
+      const own = runs.filter((r) => r.tool === tool.name);
+      const seconds = median(own.map((r) => r.seconds));
+      return {
+        tool: tool.name, level: tool.level, peer: tool.peer, medianSeconds: seconds, mbPerSecond: inputBytes / 1e6 / seconds,
+        medianCpuSeconds: median(own.map((r) => r.cpuSeconds)), compressedBytes: own[0]!.bytes,
+      };
+    });
+    const pigzAt = (level: number) => summary.find((s) => s.peer && s.level === level);
+    console.log(`\n### gzip of ${(inputBytes / 1e6).toFixed(0)} MB of mixed data, file to file (median of ${REPETITIONS})\n`);
+    console.log(markdownTable(['tool', 'wall', 'MB/s', 'CPU', 'size / input', 'MB/s / pigz same level'],
+      summary.map((s) => [s.tool, `${s.medianSeconds.toFixed(2)} s`, s.mbPerSecond.toFixed(1), `${s.medianCpuSeconds.toFixed(2)} s`,
+        `${((100 * s.compressedBytes) / inputBytes).toFixed(2)} %`, s.peer ? '—' : fmtRatio(s.mbPerSecond, pigzAt(s.level)?.mbPerSecond)])));
+
+    const kiln = summary.find((s) => s.tool === TARGET.tool)!;
+    const peer = summary.find((s) => s.tool === TARGET.peer);
+    const ratio = peer ? kiln.mbPerSecond / peer.mbPerSecond : undefined;
+    // Per round too: neighbours' load drifts, and runs of the same round saw about the same load.
+    const perRound = peer ? Array.from({ length: REPETITIONS }, (_, round) => {
+      const of = (tool: string) => runs.find((r) => r.tool === tool && r.round === round)!.seconds;
+      return of(TARGET.peer) / of(TARGET.tool);
+    }) : [];
+    const single = summary.find((s) => s.tool === 'zlib single -1')!;
+    console.log(`\nkiln parallel -1 / zlib single -1 (kiln's default level, before and after): ${fmtRatio(summary[0]!.mbPerSecond, single.mbPerSecond)}`);
+    console.log(ratio === undefined ? `target ${TARGET.tool} >= ${TARGET.ratio}x ${TARGET.peer}: not measured (${pigzNote})`
+      : `target: ${TARGET.tool} >= ${TARGET.ratio}x ${TARGET.peer} throughput: ${ratio.toFixed(2)}x, ${ratio >= TARGET.ratio ? 'met' : 'NOT met'}` +
+        ` (per round: ${perRound.map((r) => r.toFixed(2)).join(', ')})`);
+    console.log(`results: ${await writeResults('compression', { repetitions: REPETITIONS, inputBytes, settings, pigz: pigzNote, summary, target: { ...TARGET, measured: ratio, perRound }, runs })}`);
+  } finally {
+    forget();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
