@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { pushBusyboxImage } from '../test/helpers/base-images.js';
 import { buildKilnTestImage } from '../test/helpers/kiln-image.js';
 import { dockerEnv, kiln, mustRun, runCommand, type CommandResult } from '../test/helpers/exec.js';
-import { startRegistry } from '../test/helpers/registry.js';
+import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
 import { ensureDocker, markdownTable, median, onInterrupt, REPETITIONS, timed, writeResults } from './common.js';
 
 const FILES_PER_DIR = 1_000;
@@ -43,29 +43,38 @@ function kilnSnapshots(r: CommandResult): Snapshot[] {
 }
 
 /** A docker run that is removed even if the CLI is killed by the time limit. */
-async function dockerRun(image: string, ctx: string, args: string[]): Promise<CommandResult> {
+async function dockerRun(image: string, ctx: string, args: string[], env: Record<string, string> = {}): Promise<CommandResult> {
   const name = `kiln-bench-${randomBytes(4).toString('hex')}`;
+  const envArgs = Object.entries(env).flatMap(([k, v]) => ['-e', `${k}=${v}`]);
   try {
-    return await runCommand('docker', ['run', '--rm', '--name', name, '--network', 'host', '-v', `${ctx}:/workspace`, image, ...args],
+    return await runCommand('docker', ['run', '--rm', '--name', name, '--network', 'host', '-v', `${ctx}:/workspace`, ...envArgs, image, ...args],
       { env: dockerEnv(), timeoutMs: TIMEOUT_MS });
   } finally {
     await runCommand('docker', ['rm', '-f', name], { env: dockerEnv() }).catch(() => undefined);
   }
 }
 
+/**
+ * kiln in each isolation mode; with KILN_BENCH_SNAPSHOT_NODE_WALK=1 also the walk modes with the
+ * Node.js walk (KILN_NATIVE_SCAN=0) instead of kiln-sandbox scan, to compare the two in one run.
+ */
 function kilnTools(kilnImage: string): Tool[] {
-  const onHost = (overlay: boolean) => async (ctx: string): Promise<Built> => {
-    const env = { ...process.env, KILN_OVERLAY: overlay ? '1' : '0' };
+  const onHost = (overlay: boolean, extra: Record<string, string> = {}) => async (ctx: string): Promise<Built> => {
+    const env = { ...process.env, KILN_OVERLAY: overlay ? '1' : '0', ...extra };
     return { snapshots: kilnSnapshots(check('kiln', await kiln(['executor', '-c', ctx, '--no-push', '-v', 'debug', '--log-format', 'text'], { env, timeoutMs: TIMEOUT_MS }))) };
   };
+  const inDocker = (env: Record<string, string> = {}) => async (ctx: string): Promise<Built> => ({
+    snapshots: kilnSnapshots(check('kiln in docker', await dockerRun(kilnImage, ctx, ['--context=dir:///workspace', '--no-push', '-v', 'debug', '--log-format', 'text'], env))),
+  });
+  const nodeWalk = { KILN_NATIVE_SCAN: '0' };
   return [
     { name: 'kiln chroot', peer: false, build: onHost(true) },
     { name: 'kiln chroot walk', peer: false, build: onHost(false) },
-    {
-      name: 'kiln container', peer: false,
-      build: async (ctx) => ({ snapshots: kilnSnapshots(check('kiln in docker', await dockerRun(kilnImage, ctx,
-        ['--context=dir:///workspace', '--no-push', '-v', 'debug', '--log-format', 'text']))) }),
-    },
+    { name: 'kiln container', peer: false, build: inDocker() },
+    ...(process.env.KILN_BENCH_SNAPSHOT_NODE_WALK === '1' ? [
+      { name: 'kiln chroot walk (Node.js walk)', peer: false, build: onHost(false, nodeWalk) },
+      { name: 'kiln container (Node.js walk)', peer: false, build: inDocker(nodeWalk) },
+    ] : []),
   ];
 }
 
@@ -131,36 +140,63 @@ async function dataImageLayout(dir: string, files: number): Promise<string> {
   return layout;
 }
 
+/** The test registry stops itself after 30 minutes; one is replaced after this long, between builds. */
+const REGISTRY_REFRESH_MS = 10 * 60_000;
+
 /**
- * One round on one root: a fresh registry (the test registry lives at most 30 minutes, less than
- * a 100k section may take) serves the base, and every tool builds the same Dockerfile once.
+ * A registry serving one root's base image, replaced by a fresh one when it gets old: a build
+ * (TIMEOUT_MS at most, pulling first) started before REGISTRY_REFRESH_MS ends well within its life.
  */
-async function round(dir: string, files: number, layout: string, tools: Tool[], index: number): Promise<Run[]> {
-  const registry = await startRegistry('http');
-  const forget = onInterrupt(() => registry.stop());
-  try {
-    const base = `${registry.host}/bench/base-${files}:1`;
-    await mustRun('skopeo', ['copy', '--quiet', ...registry.skopeoArgs('dest'), `oci:${layout}`, `docker://${base}`], { timeoutMs: TIMEOUT_MS });
-    const ctx = join(dir, `ctx-${files}-${index}`);
-    await mkdir(ctx);
-    await writeFile(join(ctx, 'Dockerfile'), [`FROM ${base}`, ...STEPS.map((s) => s.run)].join('\n') + '\n');
-    const runs: Run[] = [];
-    // Tool order rotates each round, so no tool always runs right after the same other one.
-    for (let t = 0; t < tools.length; t++) {
-      const tool = tools[(t + index) % tools.length]!;
-      let built: Built = {};
-      const seconds = await timed(async () => { built = await tool.build(ctx); });
-      await built.cleanup?.();
-      const { snapshots } = built;
-      runs.push({ tool: tool.name, files, round: index, seconds, snapshots });
-      console.log(`  round ${index + 1}/${REPETITIONS}, ${files} files: ${tool.name} ${seconds.toFixed(1)} s` +
-        (snapshots ? `; snapshots ${snapshots.map((s) => `${s.ms.toFixed(1)} ms (${s.entries} entries)`).join(', ')}` : ''));
+class BaseRegistry {
+  private registry: TestRegistry | undefined;
+  private started = 0;
+  private readonly forget = onInterrupt(() => this.stop());
+
+  constructor(private readonly layout: string, private readonly files: number) {}
+
+  /** The base image's reference, on a registry with at least 20 minutes to live. */
+  async base(): Promise<string> {
+    if (!this.registry || Date.now() - this.started > REGISTRY_REFRESH_MS) {
+      await this.registry?.stop();
+      this.registry = undefined;
+      const registry = await startRegistry('http');
+      this.registry = registry;
+      this.started = Date.now();
+      await mustRun('skopeo', ['copy', '--quiet', ...registry.skopeoArgs('dest'), `oci:${this.layout}`, `docker://${this.reference(registry)}`], { timeoutMs: TIMEOUT_MS });
     }
-    return runs;
-  } finally {
-    forget();
-    await registry.stop();
+    return this.reference(this.registry);
   }
+
+  private reference(registry: TestRegistry): string {
+    return `${registry.host}/bench/base-${this.files}:1`;
+  }
+
+  async stop(): Promise<void> {
+    this.forget();
+    await this.registry?.stop();
+    this.registry = undefined;
+  }
+}
+
+/** One round on one root: every tool builds the same Dockerfile once, FROM the base on `registry`. */
+async function round(dir: string, files: number, registry: BaseRegistry, tools: Tool[], index: number): Promise<Run[]> {
+  const ctx = join(dir, `ctx-${files}-${index}`);
+  await mkdir(ctx);
+  const runs: Run[] = [];
+  // Tool order rotates each round, so no tool always runs right after the same other one.
+  for (let t = 0; t < tools.length; t++) {
+    const tool = tools[(t + index) % tools.length]!;
+    // Written per build: the registry (and so the FROM line) may have been replaced meanwhile.
+    await writeFile(join(ctx, 'Dockerfile'), [`FROM ${await registry.base()}`, ...STEPS.map((s) => s.run)].join('\n') + '\n');
+    let built: Built = {};
+    const seconds = await timed(async () => { built = await tool.build(ctx); });
+    await built.cleanup?.();
+    const { snapshots } = built;
+    runs.push({ tool: tool.name, files, round: index, seconds, snapshots });
+    console.log(`  round ${index + 1}/${REPETITIONS}, ${files} files: ${tool.name} ${seconds.toFixed(1)} s` +
+      (snapshots ? `; snapshots ${snapshots.map((s) => `${s.ms.toFixed(1)} ms (${s.entries} entries)`).join(', ')}` : ''));
+  }
+  return runs;
 }
 
 function fmtRatio(a: number, b: number | undefined): string {
@@ -247,7 +283,12 @@ export async function snapshotSuite(): Promise<void> {
       let layout = '';
       baseSeconds[files] = await timed(async () => { layout = await dataImageLayout(dir, files); });
       console.log(`  base image with ${files} files: ${baseSeconds[files]!.toFixed(1)} s`);
-      for (let r = 0; r < REPETITIONS; r++) runs.push(...(await round(dir, files, layout, tools, r)));
+      const registry = new BaseRegistry(layout, files);
+      try {
+        for (let r = 0; r < REPETITIONS; r++) runs.push(...(await round(dir, files, registry, tools, r)));
+      } finally {
+        await registry.stop();
+      }
     }
     await report(tools, runs, { machine: { cpus: cpus().length, kernel: release() }, kaniko, setupSeconds, baseSeconds });
   } finally {

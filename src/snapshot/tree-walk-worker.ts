@@ -4,4 +4,4 @@ import { walkDirectories } from './tree-walk.js';
 
 const { root, dirs, ignored } = workerData as { root: string; dirs: string[]; ignored: string[] };
 const result = walkDirectories(root, dirs, ignored);
-parentPort!.postMessage({ paths: result.paths, numbers: Float64Array.from(result.numbers) });
+parentPort!.postMessage({ paths: result.paths, numbers: Float64Array.from(result.numbers), skipped: result.skipped });

@@ -1,6 +1,7 @@
-// lstat of every path under a root, the cost of a walk snapshot. Node.js makes one blocking call
-// per path, so a large tree is split between worker threads: the first levels are read here until
-// there are enough directories to share, and each worker walks its share of them.
+// lstat of every path under a root, the cost of a walk snapshot, in Node.js: the fallback of
+// `kiln-sandbox scan` (native-scan.ts), which walk-snapshot.ts tries first. Node.js makes one
+// blocking call per path, so a large tree is split between worker threads: the first levels are
+// read here until there are enough directories to share, and each worker walks its share of them.
 import { lstatSync, readdirSync, type Stats } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,8 @@ export interface WalkResult {
   paths: string[];
   /** FIELDS numbers per path, in the order of `paths`. */
   numbers: Float64Array | number[];
+  /** Names left out because they are not UTF-8 (kiln's paths are strings, which cannot name them). */
+  skipped: number;
 }
 
 /** Ignored paths as a list (workers cannot receive functions): a path and everything under it. */
@@ -39,7 +42,7 @@ function stat(abs: string): Stats | undefined {
   try {
     return lstatSync(abs);
   } catch {
-    return undefined; // gone while walking
+    return undefined; // gone while walking, or a name readdirSync could not decode
   }
 }
 
@@ -50,7 +53,11 @@ function readDirectory(root: string, rel: string, ignored: readonly string[], ou
     const path = rel === '' ? name : `${rel}/${name}`;
     if (isIgnored(path, ignored)) continue;
     const st = stat(join(dir, name));
-    if (!st) continue;
+    if (!st) {
+      // readdirSync decodes a name that is not UTF-8 with U+FFFD, which then names nothing.
+      if (name.includes('\uFFFD')) out.skipped++;
+      continue;
+    }
     push(out, path, st);
     if (st.isDirectory()) onDirectory(path);
   }
@@ -58,7 +65,7 @@ function readDirectory(root: string, rel: string, ignored: readonly string[], ou
 
 /** Walks the given directories (relative to root) completely, in this thread. */
 export function walkDirectories(root: string, dirs: readonly string[], ignored: readonly string[]): WalkResult {
-  const out: WalkResult = { paths: [], numbers: [] };
+  const out: WalkResult = { paths: [], numbers: [], skipped: 0 };
   const visit = (rel: string): void => readDirectory(root, rel, ignored, out, visit);
   for (const d of dirs) visit(d);
   return out;
@@ -70,7 +77,7 @@ const MAX_LEVELS = 4;
 
 /** Every path under root but ignored ones, walked by up to `availableParallelism()` threads. */
 export async function walkTree(root: string, ignored: readonly string[]): Promise<WalkResult[]> {
-  const top: WalkResult = { paths: [], numbers: [] };
+  const top: WalkResult = { paths: [], numbers: [], skipped: 0 };
   let frontier = [''];
   for (let level = 0; level < MAX_LEVELS && frontier.length > 0 && frontier.length < SPLIT_AT; level++) {
     const next: string[] = [];
