@@ -8,6 +8,8 @@
  *       COMMAND ends, the namespace ends and every process left behind is killed by the kernel.
  *       Without --namespaces (container isolation, where kiln already runs inside a container) it
  *       runs COMMAND in place as a child subreaper and kills whatever COMMAND left behind.
+ *       --bind SRC:DST binds a host file over one in the root (/etc/hosts); --file SRC:dev/... puts a
+ *       host file, read-only, into the step's own /dev tmpfs (a RUN heredoc script at /dev/pipes).
  *       The environment is passed through unchanged: kiln spawns this with the step's environment.
  *       Exit status: COMMAND's, 128+N when killed by signal N, 125 when the sandbox could not be
  *       set up, 126/127 when COMMAND could not be executed / was not found.
@@ -65,6 +67,8 @@ struct run_options {
   int proc, dev, sys;
   const char *binds[MAX_BINDS];
   int nbinds;
+  const char *files[MAX_BINDS]; /* SRC:DST with DST under /dev, created in its tmpfs (RUN heredoc scripts) */
+  int nfiles;
   const char *cwd;
   uid_t uid;
   gid_t gid;
@@ -131,6 +135,25 @@ static void setup_root(const struct run_options *o) {
     memcpy(src, o->binds[i], colon - o->binds[i]);
     src[colon - o->binds[i]] = 0;
     do_mount(src, under_root(o, colon + 1), NULL, MS_BIND, NULL);
+  }
+  /* Files placed in the step's own /dev, never in the root: what the step writes there is not its layer. */
+  for (int i = 0; i < o->nfiles; i++) {
+    char src[PATH_MAX], dst[PATH_MAX];
+    const char *colon = strchr(o->files[i], ':');
+    if (!o->dev || !colon || (size_t)(colon - o->files[i]) >= sizeof src || strncmp(colon + 1, "dev/", 4) || strstr(colon + 1, "..")) die("bad --file %s", o->files[i]);
+    memcpy(src, o->files[i], colon - o->files[i]);
+    src[colon - o->files[i]] = 0;
+    snprintf(dst, sizeof dst, "%s", under_root(o, colon + 1));
+    for (char *slash = strchr(dst + strlen(o->root) + 5, '/'); slash; slash = strchr(slash + 1, '/')) {
+      *slash = 0;
+      if (mkdir(dst, 0755) != 0 && errno != EEXIST) die("mkdir %s: %s", dst, strerror(errno));
+      *slash = '/';
+    }
+    int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0755);
+    if (fd < 0) die("create %s: %s", dst, strerror(errno));
+    close(fd);
+    do_mount(src, dst, NULL, MS_BIND, NULL);
+    do_mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
   }
   if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) != 0) die("sethostname: %s", strerror(errno));
   if (chroot(o->root) != 0) die("chroot %s: %s", o->root, strerror(errno));
@@ -280,6 +303,9 @@ static int run_main(int argc, char **argv) {
     else if (!strcmp(a, "--bind")) {
       if (o.nbinds == MAX_BINDS) die("too many --bind");
       o.binds[o.nbinds++] = v; i++;
+    } else if (!strcmp(a, "--file")) {
+      if (o.nfiles == MAX_BINDS) die("too many --file");
+      o.files[o.nfiles++] = v; i++;
     } else if (!strcmp(a, "--groups")) {
       char *copy = strdup(v), *save = NULL;
       for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {

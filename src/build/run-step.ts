@@ -13,8 +13,8 @@ export function runArgv(ins: RunInstruction, shell: readonly string[] | undefine
   if (ins.heredocs.length > 0 && ins.prependShell && args.length === 1) {
     const first = ins.heredocs[0]!;
     if (/^<<-?\s*(["']?)[^"'\s<]+\1\s*$/.test(args[0]!.trim())) {
-      // The command is only a heredoc: its body is the script (a shebang one would need a file: see issue #5).
-      if (first.content.startsWith('#!')) throw new UserLookupError('RUN <<EOF with a #! interpreter line is not supported yet (issue #5)');
+      // The command is only a heredoc: its body is the script, or with a #! line a file that is run.
+      if (runScript(ins)) return [HEREDOC_DIR + first.name];
       args = [first.content];
     } else {
       // The heredocs feed the command: hand the shell the whole text, as BuildKit does.
@@ -22,6 +22,18 @@ export function runArgv(ins: RunInstruction, shell: readonly string[] | undefine
     }
   }
   return ins.prependShell ? [...(shell ?? ['/bin/sh', '-c']), ...args] : args;
+}
+
+/** Where BuildKit mounts a RUN heredoc that starts with #! (read-only, mode 0755), and runs it from. */
+const HEREDOC_DIR = '/dev/pipes/';
+
+/** The file a RUN made of one #! heredoc runs (its body is not expanded, as in BuildKit), if it is one. */
+export function runScript(ins: RunInstruction): { target: string; content: string } | undefined {
+  const first = ins.heredocs[0];
+  if (!first || ins.heredocs.length !== 1 || !ins.prependShell || ins.cmdLine.length !== 1) return undefined;
+  if (!/^<<-?\s*(["']?)[^"'\s<]+\1\s*$/.test(ins.cmdLine[0]!.trim()) || !first.content.startsWith('#!')) return undefined;
+  if (!/^[A-Za-z0-9_.-]+$/.test(first.name)) throw new UserLookupError(`RUN <<${first.name}: a script's heredoc name must be a plain file name`);
+  return { target: HEREDOC_DIR + first.name, content: first.content };
 }
 
 /** History text of a RUN, as BuildKit's runCommandString: "|N K=V ... argv". */

@@ -20,7 +20,7 @@ import type { BuildRoot } from '../rootfs/build-root.js';
 import type { RootFactory } from '../rootfs/create-root.js';
 import { SandboxSetupError } from '../isolation/step-process.js';
 import { snapshotLayerEntries } from '../snapshot/snapshot.js';
-import { resolveUser, runArgv, runEnv, runHistory } from './run-step.js';
+import { resolveUser, runArgv, runEnv, runHistory, runScript } from './run-step.js';
 import { SquashedChanges } from './single-snapshot.js';
 import { StageCache, type BuildCache } from './step-cache.js';
 import { hashText, type ChainItem } from '../cache/cache-key.js';
@@ -355,7 +355,10 @@ export class StageBuilder {
     log.info(`Running: ${goList(argv)}`);
     let outcome;
     try {
-      outcome = await root.run({ argv, env, cwd: cfg.WorkingDir || '/', uid: user.uid, gid: user.gid, groups: user.groups }, (p) => this.image.files.get(p));
+      const script = runScript(ins);
+      outcome = await root.run({
+        argv, env, cwd: cfg.WorkingDir || '/', uid: user.uid, gid: user.gid, groups: user.groups, ...(script ? { files: [script] } : {}),
+      }, (p) => this.image.files.get(p));
     } catch (e) {
       if (e instanceof SandboxSetupError) throw new BuildError(`RUN could not start: ${e.message}`, ins.node.startLine);
       throw e;

@@ -1,5 +1,8 @@
 // Runs one RUN step's process through kiln-sandbox and reports its exit code.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { constants } from 'node:os';
 import { sandboxBinary } from './sandbox-binary.js';
 
@@ -14,6 +17,8 @@ export interface StepProcess {
   gid: number;
   /** Supplementary groups. */
   groups: number[];
+  /** Files the step sees under /dev (a RUN heredoc script at /dev/pipes/NAME), outside its layer; mode 0755. */
+  files?: { target: string; content: string }[];
 }
 
 /** Where the step runs: chroot isolation (namespaces + chroot) or in place (container isolation). */
@@ -36,11 +41,30 @@ export class SandboxSetupError extends Error {}
 
 /** Exit code of the step (128+N when killed by signal N); throws when the sandbox itself failed. */
 export async function runStepProcess(step: StepProcess, where: SandboxPlacement): Promise<number> {
+  const placed: string[] = [];
+  try {
+    return await runPlaced(step, where, placed);
+  } finally {
+    await Promise.all(placed.map((f) => rm(f, { force: true })));
+  }
+}
+
+async function runPlaced(step: StepProcess, where: SandboxPlacement, placed: string[]): Promise<number> {
   const args = ['run'];
   if (where.kind === 'chroot') {
     args.push('--namespaces', '--root', where.root, '--proc', '--dev', '--sys', '--hostname', where.hostname);
     args.push('--bind', `${where.hostsFile}:etc/hosts`, '--bind', `${where.resolvFile}:etc/resolv.conf`);
     if (where.overlay) args.push('--overlay', where.overlay);
+  }
+  for (const file of step.files ?? []) {
+    if (!file.target.startsWith('/dev/')) throw new Error(`internal error: step file ${file.target} is not under /dev`);
+    // chroot: a file of kiln's, bound into the step's own /dev tmpfs. container: "/" is the build root,
+    // and its /dev is a mount point the snapshot never looks into.
+    const host = where.kind === 'chroot' ? join(where.workDir, `heredoc-${randomBytes(6).toString('hex')}`) : file.target;
+    if (where.kind === 'container') await mkdir(dirname(host), { recursive: true });
+    await writeFile(host, file.content, { mode: 0o755 });
+    placed.push(host);
+    if (where.kind === 'chroot') args.push('--file', `${host}:${file.target.slice(1)}`);
   }
   args.push('--cwd', step.cwd, '--uid', String(step.uid), '--gid', String(step.gid));
   if (step.groups.length) args.push('--groups', step.groups.join(','));

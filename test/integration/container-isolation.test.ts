@@ -69,6 +69,22 @@ describe('container isolation', () => {
     }
   });
 
+  it('runs a #! heredoc from /dev/pipes, which stays out of the image', async () => {
+    const ctx = join(dir, 'script');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${base}\nRUN <<EOF\n#!/bin/sh -e\necho "in container $0" > /s\nEOF\n`);
+    const target = `${registry.host}/out/script:latest`;
+    const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace', `--destination=${target}`], { env: dockerEnv() });
+    assert.equal(run.code, 0, run.stderr);
+    await docker(['pull', '-q', target]);
+    try {
+      assert.equal(await docker(['run', '--rm', target, 'cat', '/s']), 'in container /dev/pipes/EOF\n');
+      assert.ok(!Object.keys(await dockerImageTree(target)).some((p) => p.includes('pipes')));
+    } finally {
+      await docker(['rmi', target]);
+    }
+  });
+
   it('--cleanup leaves the container as it found it', async () => {
     const ctx = join(dir, 'cleanup');
     await mkdir(ctx, { recursive: true });

@@ -154,6 +154,16 @@ describe('RUN steps behave as Docker says', () => {
     } finally {
       await docker(['rmi', 'kiln-run/heredoc:kiln']);
     }
+    // A #! heredoc is a file run from /dev/pipes, which stays out of the image.
+    const script = await build('heredoc-script', ['RUN <<EOF', '#!/bin/sh -e', 'echo "script $0 $HOME" > /s1', 'ls /dev/pipes >> /s1', 'EOF']);
+    assert.equal(script.code, 0, script.stderr);
+    await docker(['load', '-i', script.tar]);
+    try {
+      assert.equal(await docker(['run', '--rm', 'kiln-run/heredoc-script:kiln', 'cat', '/s1']), 'script /dev/pipes/EOF /root\nEOF\n');
+      assert.deepEqual(Object.keys(await dockerImageTree('kiln-run/heredoc-script:kiln')).filter((p) => p.includes('pipes')), []);
+    } finally {
+      await docker(['rmi', 'kiln-run/heredoc-script:kiln']);
+    }
     const missing = await build('missing', ['RUN ["/no/such/tool"]']);
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /no\/such\/tool/);

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { resolveUser, runArgv, runEnv, runHistory, DEFAULT_PATH } from '../../src/build/run-step.js';
+import { resolveUser, runArgv, runEnv, runHistory, runScript, DEFAULT_PATH } from '../../src/build/run-step.js';
 import { parseDockerfile } from '../../src/dockerfile/parser.js';
 import { toInstruction, type CommandLineInstruction } from '../../src/dockerfile/instructions.js';
 
@@ -23,6 +23,14 @@ describe('RUN process', () => {
   it('runs heredocs as BuildKit does', () => {
     assert.deepEqual(runArgv(runOf('RUN <<EOF\necho one\necho two\nEOF\n'), undefined), ['/bin/sh', '-c', 'echo one\necho two\n']);
     assert.deepEqual(runArgv(runOf('RUN cat > /f <<EOT\nbody\nEOT\n'), undefined), ['/bin/sh', '-c', 'cat > /f <<EOT\nbody\nEOT']);
+  });
+
+  it('runs a heredoc that starts with #! as a file at /dev/pipes, its body unexpanded, as BuildKit does', () => {
+    const ins = runOf('RUN <<EOF\n#!/bin/sh -e\necho $HOME\nEOF\n');
+    assert.deepEqual(runArgv(ins, ['/bin/bash', '-c']), ['/dev/pipes/EOF']);
+    assert.deepEqual(runScript(ins), { target: '/dev/pipes/EOF', content: '#!/bin/sh -e\necho $HOME\n' });
+    assert.equal(runScript(runOf('RUN <<EOF\necho plain\nEOF\n')), undefined);
+    assert.equal(runScript(runOf('RUN cat <<EOF\n#!/bin/sh\nEOF\n')), undefined, 'a heredoc fed to a command is its input, not a script');
   });
 
   it('writes history as BuildKit, with the stage build args first', () => {
