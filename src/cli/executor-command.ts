@@ -10,6 +10,7 @@ import { dotenvPath, writeDotenv } from '../output/dotenv.js';
 import { parseReference } from '../reference/reference.js';
 import { createKeychain } from '../registry/auth/keychain.js';
 import { buildRegistryMaps } from '../registry/mirrors.js';
+import type { RegistryOptions } from '../registry/types.js';
 import { fetchMissingLayers } from '../remote/pull-image.js';
 import { checkPushPermissions, pushImage } from '../remote/push-image.js';
 import { RegistrySession } from '../remote/session.js';
@@ -85,18 +86,8 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
       given.add(flag.aliasOf);
     }
   }
-  const str = (name: string): string | undefined => {
-    const v = values.get(name);
-    return typeof v === 'string' && v !== '' ? v : undefined;
-  };
-  const bool = (name: string): boolean => values.get(name) === true;
-  const list = (name: string): string[] => (values.get(name) as string[] | undefined) ?? [];
-
-  const level = str('verbosity') ?? 'info';
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`not a valid log level: "${level}"; use one of ${LOG_LEVELS.join(', ')}`);
-  const format = str('log-format') ?? 'color';
-  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`not a valid log format: "${format}". Please specify one of (text, color, json)`);
-  log.configure({ level: level as LogLevel, format: format as LogFormat, timestamp: bool('log-timestamp') });
+  const { str, bool, list } = flagReaders(values);
+  configureLogging(values);
 
   for (const flag of EXECUTOR_FLAGS) {
     if (flag.notYet && given.has(flag.name) && changesBehaviour(flag, values.get(flag.name)!)) {
@@ -150,20 +141,7 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     platform: str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform(),
     // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.
     compressionLevel: level9 === -1 ? 1 : level9,
-    registry: {
-      insecure: bool('insecure'),
-      insecurePull: bool('insecure-pull'),
-      insecureRegistries: list('insecure-registry'),
-      skipTlsVerify: bool('skip-tls-verify'),
-      skipTlsVerifyPull: bool('skip-tls-verify-pull'),
-      skipTlsVerifyRegistries: list('skip-tls-verify-registry'),
-      registryCertificates: registryCertificates(list('registry-certificate')),
-      registryClientCertificates: registryClientCertificates(list('registry-client-cert')),
-      certificateDirectories: certificateDirectories(env),
-      certificateFiles: env.SSL_CERT_FILE ? [env.SSL_CERT_FILE] : [],
-      pushRetry: nonNegative(values.get('push-retry') as number, 'push-retry'),
-      imageDownloadRetry: nonNegative(values.get('image-download-retry') as number, 'image-download-retry'),
-    },
+    registry: registryOptions(values, env, nonNegative(values.get('push-retry') as number, 'push-retry')),
     registryMaps: buildRegistryMaps(list('registry-map'), list('registry-mirror')),
     skipDefaultRegistryFallback: bool('skip-default-registry-fallback'),
     skipPushPermissionCheck: bool('skip-push-permission-check'),
@@ -214,6 +192,47 @@ export function parseGoDuration(text: string, flag: string): number {
   }
   if (text === '') throw new UsageError(`invalid ${flag} "": use a duration such as 336h`);
   return total;
+}
+
+/** Typed reads of parsed flag values: an empty string reads as unset. */
+export function flagReaders(values: ParsedCommandLine['values']): { str(name: string): string | undefined; bool(name: string): boolean; list(name: string): string[] } {
+  return {
+    str: (name) => {
+      const v = values.get(name);
+      return typeof v === 'string' && v !== '' ? v : undefined;
+    },
+    bool: (name) => values.get(name) === true,
+    list: (name) => (values.get(name) as string[] | undefined) ?? [],
+  };
+}
+
+/** --verbosity, --log-format and --log-timestamp, as kaniko's commands take them. */
+export function configureLogging(values: ParsedCommandLine['values']): void {
+  const { str, bool } = flagReaders(values);
+  const level = str('verbosity') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`not a valid log level: "${level}"; use one of ${LOG_LEVELS.join(', ')}`);
+  const format = str('log-format') ?? 'color';
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`not a valid log format: "${format}". Please specify one of (text, color, json)`);
+  log.configure({ level: level as LogLevel, format: format as LogFormat, timestamp: bool('log-timestamp') });
+}
+
+/** The TLS, trust and retry flags both the executor and the warmer take. */
+export function registryOptions(values: ParsedCommandLine['values'], env: NodeJS.ProcessEnv, pushRetry: number): RegistryOptions {
+  const { bool, list } = flagReaders(values);
+  return {
+    insecure: bool('insecure'),
+    insecurePull: bool('insecure-pull'),
+    insecureRegistries: list('insecure-registry'),
+    skipTlsVerify: bool('skip-tls-verify'),
+    skipTlsVerifyPull: bool('skip-tls-verify-pull'),
+    skipTlsVerifyRegistries: list('skip-tls-verify-registry'),
+    registryCertificates: registryCertificates(list('registry-certificate')),
+    registryClientCertificates: registryClientCertificates(list('registry-client-cert')),
+    certificateDirectories: certificateDirectories(env),
+    certificateFiles: env.SSL_CERT_FILE ? [env.SSL_CERT_FILE] : [],
+    pushRetry,
+    imageDownloadRetry: nonNegative(values.get('image-download-retry') as number, 'image-download-retry'),
+  };
 }
 
 export function nonNegative(value: number, flag: string): number {

@@ -5,14 +5,11 @@ import { readFile } from 'node:fs/promises';
 import { baseImagesOf } from '../build/executor.js';
 import { BaseImageCache } from '../cache/base-image-cache.js';
 import { warmImage } from '../cache/warm-images.js';
-import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
 import { createKeychain } from '../registry/auth/keychain.js';
 import { buildRegistryMaps } from '../registry/mirrors.js';
 import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
-import {
-  certificateDirectories, keyValues, nonNegative, parseGoDuration, registryCertificates, registryClientCertificates,
-} from './executor-command.js';
+import { configureLogging, flagReaders, keyValues, parseGoDuration, registryOptions } from './executor-command.js';
 import { parseFlags, type FlagSpec } from './flag-parser.js';
 import { hostPlatform, parsePlatform } from './platform.js';
 
@@ -50,14 +47,8 @@ export async function runWarmer(argv: readonly string[], env: NodeJS.ProcessEnv 
   try {
     const { values, positional } = parseFlags(argv, WARMER_FLAGS, env);
     if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}": the warmer takes flags only (see kiln warmer --help)`);
-    const str = (name: string): string | undefined => (typeof values.get(name) === 'string' && values.get(name) !== '' ? (values.get(name) as string) : undefined);
-    const bool = (name: string): boolean => values.get(name) === true;
-    const list = (name: string): string[] => (values.get(name) as string[] | undefined) ?? [];
-    const level = str('verbosity') ?? 'info';
-    if (!(LOG_LEVELS as readonly string[]).includes(level)) throw new UsageError(`not a valid log level: "${level}"; use one of ${LOG_LEVELS.join(', ')}`);
-    const format = str('log-format') ?? 'color';
-    if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`not a valid log format: "${format}". Please specify one of (text, color, json)`);
-    log.configure({ level: level as LogLevel, format: format as LogFormat, timestamp: bool('log-timestamp') });
+    const { str, bool, list } = flagReaders(values);
+    configureLogging(values);
 
     const platform = str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform();
     const images = [...list('image')];
@@ -72,15 +63,9 @@ export async function runWarmer(argv: readonly string[], env: NodeJS.ProcessEnv 
     }
     if (images.length === 0) throw new UsageError('you must select at least one image to cache (--image), or a --dockerfile');
     const cache = new BaseImageCache(str('cache-dir') ?? '/cache', parseGoDuration(values.get('cache-ttl') as string, '--cache-ttl'));
-    const retries = nonNegative(values.get('image-download-retry') as number, 'image-download-retry');
-    session = new RegistrySession({
-      insecure: bool('insecure'), insecurePull: bool('insecure-pull'), insecureRegistries: list('insecure-registry'),
-      skipTlsVerify: bool('skip-tls-verify'), skipTlsVerifyPull: bool('skip-tls-verify-pull'), skipTlsVerifyRegistries: list('skip-tls-verify-registry'),
-      registryCertificates: registryCertificates(list('registry-certificate')),
-      registryClientCertificates: registryClientCertificates(list('registry-client-cert')),
-      certificateDirectories: certificateDirectories(env), certificateFiles: env.SSL_CERT_FILE ? [env.SSL_CERT_FILE] : [],
-      pushRetry: 0, imageDownloadRetry: retries,
-    }, createKeychain({ env }));
+    const registry = registryOptions(values, env, 0);
+    const retries = registry.imageDownloadRetry;
+    session = new RegistrySession(registry, createKeychain({ env }));
     const maps = buildRegistryMaps(list('registry-map'), list('registry-mirror'));
     for (const image of images) {
       await warmImage(image, session, cache, { platform, maps, skipDefaultFallback: bool('skip-default-registry-fallback'), retries, force: bool('force') });
