@@ -10,6 +10,7 @@ import { toInstruction } from '../dockerfile/instructions.js';
 import { BlobStore, DigestMismatchError } from '../image/blob-store.js';
 import { assembleImage, type BuiltImage } from '../image/image.js';
 import type { ImageConfig, Platform } from '../image/types.js';
+import { hostPlatform, InvalidPlatformError, parsePlatform, platformString } from '../image/platform.js';
 import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
 import { FsView } from './fs-view.js';
@@ -185,9 +186,8 @@ async function buildStage(
   const baseName = expandFrom(stage, env);
   log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
   const base = await startingImage(baseName, stage, model, built, env, options, session);
-  const p = options.platform;
   const builder = new StageBuilder(base, env, stage.index, {
-    platform: [p.os, p.architecture, p.variant].filter(Boolean).join('/'), reproducible: String(options.reproducible),
+    platform: platformString(options.platform), reproducible: String(options.reproducible),
   });
   const triggers = base.config.config.OnBuild ?? [];
   log.info(`Executing ${triggers.length} build triggers`);
@@ -217,9 +217,6 @@ async function startingImage(
   env: StageEnvironment, options: BuildOptions, session: RegistrySession,
 ): Promise<StageImage> {
   const line = stage.from.node.startLine;
-  if (stage.from.platform !== undefined) {
-    throw new BuildError('FROM --platform is not supported yet (issue #5)', line);
-  }
   const index = baseIndex(model, stage, baseName);
   if (index >= 0) {
     const earlier = built.get(index);
@@ -228,10 +225,13 @@ async function startingImage(
   }
   if (baseName.toLowerCase() === 'scratch') {
     log.info('No base image, nothing to extract');
-    return { config: emptyConfig(options.platform), layers: [], files: new FsView(), family: 'oci', blobSources: [], cacheKey: 'scratch' };
+    const platform = stagePlatform(stage, env, options);
+    // The cache chain already holds the target platform; a FROM --platform scratch stage adds its own.
+    const cacheKey = stage.from.platform === undefined ? 'scratch' : `scratch@${platformString(platform)}`;
+    return { config: emptyConfig(platform), layers: [], files: new FsView(), family: 'oci', blobSources: [], cacheKey };
   }
   try {
-    const pulled = await pullBase(baseName, env.store, options, session);
+    const pulled = await pullBase(baseName, env.store, { ...options, platform: stagePlatform(stage, env, options) }, session);
     // A stage that writes files needs the base's listing: it is read in the same pass as the download.
     // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
     // a later stage that needs the files (FROM this one) downloads and lists them then.
@@ -303,6 +303,23 @@ function expandFrom(stage: Stage, env: StageEnvironment): string {
   return name;
 }
 
+/**
+ * The platform a stage's base is picked for: FROM --platform (expanded with the global ARGs, so
+ * `--platform=$BUILDPLATFORM` works) or the build's target platform. As in BuildKit, it only picks
+ * the base; TARGETPLATFORM inside the stage still names the build's target.
+ */
+function stagePlatform(stage: Stage, env: StageEnvironment, options: BuildOptions): Platform {
+  if (stage.from.platform === undefined) return options.platform;
+  const line = stage.from.node.startLine;
+  const text = new ShellLex(env.escapeToken).processWord(stage.from.platform, (k) => env.globalArgs.get(k));
+  try {
+    return parsePlatform(text);
+  } catch (e) {
+    if (e instanceof InvalidPlatformError) throw new BuildError(`FROM --platform=${stage.from.platform}: ${e.message}`, line);
+    throw e;
+  }
+}
+
 /** ARGs that BuildKit defines without an ARG instruction. */
 const PREDEFINED_ARGS = new Set([
   'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
@@ -311,10 +328,9 @@ const PREDEFINED_ARGS = new Set([
 /** Global-scope ARG values: BuildKit's automatic platform args, then each meta ARG (a --build-arg wins). */
 function globalArgValues(model: DockerfileModel, options: Pick<BuildOptions, 'buildArgs' | 'platform'>, escapeToken: '\\' | '`'): Map<string, string | undefined> {
   const values = new Map<string, string | undefined>();
-  const p = options.platform;
-  const platform = [p.os, p.architecture, p.variant].filter(Boolean).join('/');
-  for (const prefix of ['TARGET', 'BUILD']) {
-    values.set(`${prefix}PLATFORM`, platform);
+  // TARGET* name what is built (--custom-platform), BUILD* the machine kiln runs on.
+  for (const [prefix, p] of [['TARGET', options.platform], ['BUILD', hostPlatform()]] as const) {
+    values.set(`${prefix}PLATFORM`, platformString(p));
     values.set(`${prefix}OS`, p.os);
     values.set(`${prefix}ARCH`, p.architecture);
     values.set(`${prefix}VARIANT`, p.variant ?? '');

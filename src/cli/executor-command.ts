@@ -17,7 +17,7 @@ import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
 import { EXECUTOR_FLAGS, type ExecutorFlag } from './executor-flags.js';
 import { parseFlags, type FlagValue, type ParsedCommandLine } from './flag-parser.js';
-import { hostPlatform, parsePlatform } from './platform.js';
+import { hostPlatform, parsePlatformFlag } from './platform.js';
 
 export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   if (argv.includes('-h') || argv.includes('--help')) {
@@ -138,7 +138,7 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     cleanup: bool('cleanup'),
     extractRetries: nonNegative(values.get('image-fs-extract-retry') as number, 'image-fs-extract-retry'),
     reproducible: bool('reproducible'),
-    platform: str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform(),
+    platform: str('custom-platform') ? parsePlatformFlag(str('custom-platform')!) : hostPlatform(),
     // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.
     compressionLevel: level9 === -1 ? 1 : level9,
     registry: registryOptions(values, env, nonNegative(values.get('push-retry') as number, 'push-retry')),

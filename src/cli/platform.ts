@@ -1,20 +1,15 @@
-// Platforms as "os/arch[/variant]" strings, normalised the way containerd does for the common cases.
+// --custom-platform as the CLI reads it: a bad value is a usage error.
+import { InvalidPlatformError, parsePlatform } from '../image/platform.js';
 import type { Platform } from '../image/types.js';
 import { UsageError } from './errors.js';
 
-const archAliases: Record<string, string> = { x86_64: 'amd64', x64: 'amd64', aarch64: 'arm64', ia32: '386', i386: '386', armhf: 'arm', armel: 'arm' };
+export { hostPlatform } from '../image/platform.js';
 
-export function hostPlatform(): Platform {
-  const architecture = archAliases[process.arch] ?? process.arch;
-  return architecture === 'arm' ? { os: 'linux', architecture, variant: 'v7' } : { os: 'linux', architecture };
-}
-
-export function parsePlatform(text: string): Platform {
-  const parts = text.toLowerCase().split('/');
-  if (parts.length < 2 || parts.length > 3 || parts.some((p) => !/^[a-z0-9._-]+$/.test(p))) {
-    throw new UsageError(`invalid platform "${text}": use os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm/v7`);
+export function parsePlatformFlag(text: string): Platform {
+  try {
+    return parsePlatform(text);
+  } catch (e) {
+    if (e instanceof InvalidPlatformError) throw new UsageError(e.message);
+    throw e;
   }
-  const [os, arch, variant] = parts as [string, string, string | undefined];
-  const architecture = archAliases[arch] ?? arch;
-  return variant ? { os, architecture, variant } : { os, architecture };
 }

@@ -11,7 +11,7 @@ import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
 import { configureLogging, flagReaders, keyValues, parseGoDuration, registryOptions } from './executor-command.js';
 import { parseFlags, type FlagSpec } from './flag-parser.js';
-import { hostPlatform, parsePlatform } from './platform.js';
+import { hostPlatform, parsePlatformFlag } from './platform.js';
 
 export const WARMER_FLAGS: readonly FlagSpec[] = [
   { name: 'image', short: 'i', kind: 'list', description: 'Image to cache (repeatable)' },
@@ -50,7 +50,7 @@ export async function runWarmer(argv: readonly string[], env: NodeJS.ProcessEnv 
     const { str, bool, list } = flagReaders(values);
     configureLogging(values);
 
-    const platform = str('custom-platform') ? parsePlatform(str('custom-platform')!) : hostPlatform();
+    const platform = str('custom-platform') ? parsePlatformFlag(str('custom-platform')!) : hostPlatform();
     const images = [...list('image')];
     const dockerfile = str('dockerfile');
     if (dockerfile) {

@@ -117,6 +117,36 @@ describe('platforms, mirrors and corrupt blobs (plain HTTP)', () => {
     const none = await kiln(['executor', '-c', ctx, '--no-push', '--custom-platform=linux/s390x']);
     assert.equal(none.code, 1);
     assert.match(none.stderr, /has no image for platform linux\/s390x; it has: linux\/amd64, linux\/arm64/);
+
+    // FROM --platform picks the base alone; TARGET* still name the build's target, BUILD* this machine.
+    const host = process.arch === 'x64' ? 'amd64' : 'arm64';
+    const other = host === 'amd64' ? 'arm64' : 'amd64';
+    const staged = await context('from-platform', [
+      `FROM --platform=linux/${other} ${registry.host}/multi/base:1 AS foreign`,
+      `FROM --platform=$BUILDPLATFORM ${registry.host}/multi/base:1`,
+      'ARG TARGETPLATFORM TARGETARCH BUILDPLATFORM',
+      'LABEL target=$TARGETPLATFORM arch=$TARGETARCH build=$BUILDPLATFORM',
+      '',
+    ].join('\n'));
+    const fromOut = join(dir, 'from-platform');
+    const f = await kiln(['executor', '-c', staged, '--no-push', '--custom-platform=linux/s390x', '--oci-layout-path', fromOut]);
+    assert.equal(f.code, 0, f.stderr);
+    const picked = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', `oci:${fromOut}:latest`]));
+    assert.equal(picked.config.Labels['built.for'], `linux/${host}`);
+    assert.deepEqual(
+      { target: picked.config.Labels.target, arch: picked.config.Labels.arch, build: picked.config.Labels.build },
+      { target: 'linux/s390x', arch: 's390x', build: `linux/${host}` },
+    );
+    const foreign = await context('from-platform-foreign', `FROM --platform=linux/${other} ${registry.host}/multi/base:1\n`);
+    const foreignOut = join(dir, 'from-platform-foreign');
+    const g = await kiln(['executor', '-c', foreign, '--no-push', '--oci-layout-path', foreignOut]);
+    assert.equal(g.code, 0, g.stderr);
+    const foreignConfig = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', `oci:${foreignOut}:latest`]));
+    assert.equal(foreignConfig.architecture, other);
+    const bad = await context('from-platform-bad', `FROM --platform=linux ${registry.host}/multi/base:1\n`);
+    const b = await kiln(['executor', '-c', bad, '--no-push']);
+    assert.equal(b.code, 1);
+    assert.match(b.stderr, /Dockerfile:1: FROM --platform=linux: invalid platform "linux"/);
   });
 
   it('pulls Docker Hub images through --registry-mirror, never from Docker Hub with --skip-default-registry-fallback', async () => {
