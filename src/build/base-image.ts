@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BaseImageCache } from '../cache/base-image-cache.js';
 import type { BlobStore } from '../image/blob-store.js';
+import { platformString } from '../image/platform.js';
+import type { Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
 import { parseReference, referenceString } from '../reference/reference.js';
 import { choosePlatform, pullImage, type PulledImage } from '../remote/pull-image.js';
@@ -45,4 +47,27 @@ export async function pullBase(name: string, store: BlobStore, options: BuildOpt
   log.info(`Found ${name} (${cached.manifestDigest}) in the base-image cache ${dir}`);
   store.readFrom(cache.blobs);
   return { ref, source: { registry: ref.registry, repository: ref.repository, mapped: false }, ...cached };
+}
+
+/**
+ * Every stage's registry base, pulled (manifest and config) as soon as the build starts and
+ * alongside the push-permission check; each stage takes its own when it starts. A failure is
+ * reported by the stage that takes it, so a stage that is never built never fails the build.
+ */
+export class BasePulls {
+  private readonly pending = new Map<string, Promise<PulledImage>>();
+
+  constructor(private readonly store: BlobStore, private readonly options: BuildOptions, private readonly session: RegistrySession) {}
+
+  start(name: string, platform: Platform): void {
+    const key = `${name} ${platformString(platform)}`;
+    if (this.pending.has(key)) return;
+    const pull = pullBase(name, this.store, { ...this.options, platform }, this.session);
+    pull.catch(() => undefined); // handled by take()
+    this.pending.set(key, pull);
+  }
+
+  take(name: string, platform: Platform): Promise<PulledImage> {
+    return this.pending.get(`${name} ${platformString(platform)}`) ?? pullBase(name, this.store, { ...this.options, platform }, this.session);
+  }
 }

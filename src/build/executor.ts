@@ -26,7 +26,7 @@ import { CopyError } from './copy.js';
 import { fetchLayers } from '../remote/pull-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
-import { pullBase } from './base-image.js';
+import { BasePulls, pullBase } from './base-image.js';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -40,8 +40,12 @@ export interface BuildResult {
   dispose(): Promise<void>;
 }
 
-/** Builds the target stage; base images come through `session` (kiln's registry connections). */
-export async function buildImage(options: BuildOptions, session: RegistrySession): Promise<BuildResult> {
+/**
+ * Builds the target stage; base images come through `session` (kiln's registry connections).
+ * `before` (the push-permission check) runs alongside the base images' pulls and must pass
+ * before the first stage starts.
+ */
+export async function buildImage(options: BuildOptions, session: RegistrySession, before?: Promise<void>): Promise<BuildResult> {
   const text = await readFile(options.dockerfilePath, 'utf8').catch((e: NodeJS.ErrnoException) => {
     throw new BuildError(`cannot read Dockerfile ${options.dockerfilePath}: ${e.code ?? e.message}`, 0);
   });
@@ -90,13 +94,26 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       },
     };
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
+    const stages = model.stages.slice(0, target + 1).filter((s) => !wanted || wanted.has(s.index));
+    const bases = new BasePulls(store, options, session);
+    for (const stage of stages) {
+      const name = safeExpand(new ShellLex(env.escapeToken), stage.from.image, (k) => env.globalArgs.get(k));
+      if (name && name.toLowerCase() !== 'scratch' && baseIndex(model, stage, name) < 0) {
+        try {
+          bases.start(name, stagePlatform(stage, env, options));
+        } catch {
+          // a bad FROM --platform: the stage reports it when it starts
+        }
+      }
+    }
+    await before;
     for (const stage of model.stages.slice(0, target + 1)) {
-      if (wanted && !wanted.has(stage.index)) {
+      if (!stages.includes(stage)) {
         log.info(`Skipping unused stage ${stage.name ?? stage.index}`);
         continue;
       }
       current = stage.index;
-      built.set(stage.index, await buildStage(stage, model, built, env, options, session));
+      built.set(stage.index, await buildStage(stage, model, built, env, options, session, bases));
     }
     const unused = [...options.buildArgs.keys()].filter((k) => !env.consumedBuildArgs.has(k) && !env.globalArgs.has(k) && !PREDEFINED_ARGS.has(k));
     if (unused.length) log.warn(`One or more build-args [${unused.join(' ')}] were not consumed`);
@@ -181,11 +198,11 @@ async function disposeRoots(roots: Promise<RootFactory> | undefined): Promise<vo
 }
 
 async function buildStage(
-  stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, options: BuildOptions, session: RegistrySession,
+  stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, options: BuildOptions, session: RegistrySession, bases: BasePulls,
 ): Promise<StageImage> {
   const baseName = expandFrom(stage, env);
   log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
-  const base = await startingImage(baseName, stage, model, built, env, options, session);
+  const base = await startingImage(baseName, stage, model, built, env, options, session, bases);
   const builder = new StageBuilder(base, env, stage.index, {
     platform: platformString(options.platform), reproducible: String(options.reproducible),
   });
@@ -214,7 +231,7 @@ async function buildStage(
 /** The stage's base: scratch, a copy of an earlier stage's image, or an image pulled from a registry. */
 async function startingImage(
   baseName: string, stage: Stage, model: DockerfileModel, built: Map<number, StageImage>,
-  env: StageEnvironment, options: BuildOptions, session: RegistrySession,
+  env: StageEnvironment, options: BuildOptions, session: RegistrySession, bases: BasePulls,
 ): Promise<StageImage> {
   const line = stage.from.node.startLine;
   const index = baseIndex(model, stage, baseName);
@@ -231,7 +248,7 @@ async function startingImage(
     return { config: emptyConfig(platform), layers: [], files: new FsView(), family: 'oci', blobSources: [], cacheKey };
   }
   try {
-    const pulled = await pullBase(baseName, env.store, { ...options, platform: stagePlatform(stage, env, options) }, session);
+    const pulled = await bases.take(baseName, stagePlatform(stage, env, options));
     // A stage that writes files needs the base's listing: it is read in the same pass as the download.
     // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
     // a later stage that needs the files (FROM this one) downloads and lists them then.

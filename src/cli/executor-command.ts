@@ -44,8 +44,11 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
   const session = new RegistrySession(options.registry, createKeychain({ env }));
   try {
     const destinations = options.destinations.map((d) => parseReference(d));
-    if (!options.noPush && !options.skipPushPermissionCheck) await checkPushPermissions(destinations, session);
-    const result = await buildImage(options, session);
+    // kaniko checks before building; kiln checks while the base images' manifests are fetched, and
+    // the build waits for the answer before its first stage.
+    const permission = !options.noPush && !options.skipPushPermissionCheck ? checkPushPermissions(destinations, session) : undefined;
+    permission?.catch(() => undefined); // awaited by buildImage
+    const result = await buildImage(options, session, permission);
     try {
       if (options.tarPath || options.ociLayoutPath) {
         for (const layer of result.image.manifest.layers) {
