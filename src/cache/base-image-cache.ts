@@ -87,8 +87,6 @@ export class BaseImageCache {
   /** A small JSON blob, verified against its digest; undefined when absent. */
   private async readJson<T>(digest: string): Promise<T | undefined> {
     if (!(await this.blobs.has(digest))) return undefined;
-    const chunks: Buffer[] = [];
-    for await (const c of this.blobs.openVerified(digest)) chunks.push(c as Buffer);
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as T;
+    return JSON.parse((await this.blobs.readVerified(digest)).toString('utf8')) as T;
   }
 }

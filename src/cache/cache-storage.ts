@@ -87,10 +87,8 @@ export class LayoutCacheStorage implements CacheStorage {
     return entry && (await this.localBlobs.has(entry.digest)) ? this.blob(entry.digest) : undefined;
   }
 
-  async blob(digest: string): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const c of this.localBlobs.openVerified(digest)) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
+  blob(digest: string): Promise<Buffer> {
+    return this.localBlobs.readVerified(digest);
   }
 
   async putBlob(blob: Descriptor, open: () => Readable): Promise<void> {

@@ -2,7 +2,7 @@
 // streams and verified against their digest whenever they are read back.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, statSync } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
@@ -126,6 +126,16 @@ export class BlobStore {
     });
     check.on('close', () => source.destroy()); // a reader that stops early must not leak the file descriptor
     return source.pipe(check);
+  }
+
+  /** A small blob (a manifest, a config) whole, verified; a corrupt one rejects with DigestMismatchError. */
+  async readVerified(digest: string): Promise<Buffer> {
+    const bytes = await readFile(this.path(digest)).catch((e: NodeJS.ErrnoException) => {
+      throw e.code === 'ENOENT' ? new Error(`blob ${digest} is not in the blob store ${this.dir}`, { cause: e }) : e;
+    });
+    const actual = sha256Digest(bytes);
+    if (actual !== digest) throw new DigestMismatchError(`blob ${digest} is corrupt: its content hashes to ${actual}`);
+    return bytes;
   }
 
   async dispose(): Promise<void> {

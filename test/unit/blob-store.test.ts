@@ -78,13 +78,17 @@ describe('BlobStore', () => {
       assert.match(e.message, new RegExp(`${d.digest}.*${sha256('tampered content')}`));
       return true;
     });
+    await assert.rejects(store.readVerified(d.digest), DigestMismatchError, 'read whole, the same check');
     await writeFile(store.path(d.digest), 'original content\n');
     await assert.rejects(readAll(store.openVerified(d.digest)), DigestMismatchError, 'one byte more is tampering too');
+    await writeFile(store.path(d.digest), 'original content');
+    assert.equal((await store.readVerified(d.digest)).toString(), 'original content');
   });
 
   it('reports a missing blob by digest', async () => {
     const missing = sha256('not here');
     await assert.rejects(readAll(store.openVerified(missing)), new RegExp(`blob ${missing} is not in the blob store`));
+    await assert.rejects(store.readVerified(missing), new RegExp(`blob ${missing} is not in the blob store`));
   });
 
   it('removes its directory on dispose', async () => {
