@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { BuildContext } from '../context/build-context.js';
 import type { BlobStore } from '../image/blob-store.js';
 import type { Descriptor } from '../image/types.js';
-import { extractLayer } from '../rootfs/extract-layer.js';
 
 export class CopySources {
   private readonly unpacked = new Map<string, Promise<BuildContext>>();
@@ -29,6 +28,7 @@ export class CopySources {
     const dir = await mkdtemp(join(tmpdir(), 'kiln-from-'));
     this.dirs.push(dir);
     for (const layer of await layers()) {
+      const { extractLayer } = await import('../rootfs/extract-layer.js'); // only builds with COPY --from need it
       await extractLayer(this.store.openVerified(layer.digest), dir, { whiteouts: 'apply', layerName: layer.digest });
     }
     return BuildContext.plain(dir);

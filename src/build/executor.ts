@@ -20,7 +20,7 @@ import { RegistryError } from '../registry/types.js';
 import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder, type StageEnvironment, type StageImage } from './stage-builder.js';
-import { createRootFactory, type Isolation, type RootFactory } from '../rootfs/create-root.js';
+import type { Isolation, RootFactory } from '../rootfs/create-root.js';
 import { CopySources } from './copy-sources.js';
 import { CopyError } from './copy.js';
 import { fetchLayers } from '../remote/pull-image.js';
@@ -184,6 +184,8 @@ async function copySource(
 
 async function makeRootFactory(options: BuildOptions): Promise<RootFactory> {
   const isolation: Isolation = options.isolation;
+  // Loaded on first use: a build without RUN never needs roots, layer extraction or the native helpers.
+  const { createRootFactory } = await import('../rootfs/create-root.js');
   const factory = await createRootFactory({
     isolation, kanikoDir: options.kanikoDir, ignorePaths: options.ignorePaths, ignoreVarRun: options.ignoreVarRun, snapshotMode: options.snapshotMode,
     cleanup: options.cleanup, extractRetries: options.extractRetries,

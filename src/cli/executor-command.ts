@@ -2,7 +2,6 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { buildImage } from '../build/executor.js';
-import { containerIsolationProblem } from '../rootfs/create-root.js';
 import type { BuildOptions, CacheOptions } from '../build/options.js';
 import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
 import { writeOutputs } from '../output/write-outputs.js';
@@ -32,6 +31,7 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
   }
   if (options.isolation === 'container') {
     // kaniko's guard, made stricter: container isolation writes the base image over "/".
+    const { containerIsolationProblem } = await import('../rootfs/create-root.js');
     const problem = await containerIsolationProblem(options.kanikoDir);
     if (problem && !options.force) {
       return reportFailure(new UsageError(`container isolation makes "/" the build root, but ${problem}; use --isolation=chroot, or --force if you are sure`));
