@@ -67,7 +67,9 @@ export class BasePulls {
     this.pending.set(key, pull);
   }
 
-  take(name: string, platform: Platform): Promise<PulledImage> {
-    return this.pending.get(`${name} ${platformString(platform)}`) ?? pullBase(name, this.store, { ...this.options, platform }, this.session);
+  /** The stage's own copy: stages on the same base change their config and layer list apart. */
+  async take(name: string, platform: Platform): Promise<PulledImage> {
+    const pulled = await (this.pending.get(`${name} ${platformString(platform)}`) ?? pullBase(name, this.store, { ...this.options, platform }, this.session));
+    return { ...pulled, config: structuredClone(pulled.config), layers: [...pulled.layers] };
   }
 }
