@@ -8,17 +8,15 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarEntryType } from '../../src/layer/tar-format.js';
-import { pushBusyboxImage } from '../helpers/base-images.js';
+import { useBaseFixture } from '../helpers/fixture.js';
 import { compareWithDocker } from '../helpers/docker-compare.js';
 import { docker, kiln } from '../helpers/exec.js';
 import { dockerImageTree, type Tree } from '../helpers/image-tree.js';
-import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 
 interface Member { name: string; type?: TarEntryType; mode?: number; uid?: number; gid?: number; content?: string; linkname?: string }
 
@@ -64,21 +62,7 @@ const users = tarOf([
 const compress = (program: string, data: Buffer): Buffer => execFileSync(program, ['-c', '-q'], { input: data });
 const sha = (text: string): string => createHash('sha256').update(text).digest('hex');
 
-let registry: TestRegistry;
-let base: string;
-let dir: string;
-
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'kiln-copy-compare-'));
-  registry = await startRegistry('http');
-  await pushBusyboxImage(registry, 'base/busybox', 'latest', 'v2s2');
-  base = `${registry.host}/base/busybox:latest`;
-  await docker(['pull', '-q', base]);
-});
-after(async () => {
-  await registry?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
+const fx = useBaseFixture('copy-compare', { image: 'busybox', format: 'v2s2', dockerPull: true });
 
 async function writeContext(ctx: string, files: Record<string, string | Buffer>): Promise<void> {
   for (const [path, content] of Object.entries(files)) {
@@ -90,7 +74,7 @@ async function writeContext(ctx: string, files: Record<string, string | Buffer>)
 describe('ADD of local archives matches docker build', () => {
   it('extracts plain, gzip, bzip2 and xz archives, merging, through image symlinks, never outside the destination', async () => {
     const name = 'add-archives';
-    const ctx = join(dir, name);
+    const ctx = join(fx.dir, name);
     await writeContext(ctx, {
       'plain.tar': members,
       'members.tgz': gzipSync(members),
@@ -104,7 +88,7 @@ describe('ADD of local archives matches docker build', () => {
     await compareWithDocker({
       name,
       dockerfile: [
-        `FROM ${base}`,
+        `FROM ${fx.base}`,
         'RUN mkdir -p /real /merge/keep && ln -s /real /linkdir && echo old > /merge/keep/old && chmod 700 /merge',
         'ADD plain.tar /plain/',
         'ADD members.tgz /gz',
@@ -120,7 +104,7 @@ describe('ADD of local archives matches docker build', () => {
       ].join('\n') + '\n',
       files: { 'fake.tar.gz': 'not an archive, whatever its name\n', 'empty.tar': '', 'zeros.tar': '\0'.repeat(1024), 'data.txt': 'data\n' },
       check: 'cat /seen && ls -la /real /real/app /merge /merge/keep /gz /notarchives',
-    }, dir);
+    }, fx.dir);
   });
 });
 
@@ -130,7 +114,7 @@ describe('BuildKit-only COPY/ADD flags, read back from the image (the legacy bui
 
   before(async () => {
     const name = 'buildkit-flags';
-    const ctx = join(dir, name);
+    const ctx = join(fx.dir, name);
     await writeContext(ctx, {
       f644: 'f644\n', f755: 'f755\n', f604: 'f604\n',
       'tree/a.txt': 'a\n', 'tree/b.md': 'b\n', 'tree/run.sh': 'run\n', 'tree/sub/deep.txt': 'deep\n', 'tree/skip/s.txt': 's\n', 'tree/skip/keep.txt': 'keep\n',
@@ -141,7 +125,7 @@ describe('BuildKit-only COPY/ADD flags, read back from the image (the legacy bui
     await chmod(join(ctx, 'f604'), 0o604);
     await chmod(join(ctx, 'tree/run.sh'), 0o755);
     await writeFile(join(ctx, 'Dockerfile'), [
-      `FROM ${base}`,
+      `FROM ${fx.base}`,
       'RUN mkdir -p /real /sticky /sticky2 && chmod 1777 /sticky /sticky2 && ln -s /real /linkdir',
       'COPY --chmod=u+x,go-w f644 f755 /chmod/a/',
       'COPY --chmod=a=rX tree /chmod/b/',
@@ -161,7 +145,7 @@ describe('BuildKit-only COPY/ADD flags, read back from the image (the legacy bui
       'COPY --chown=archuser:archgroup f644 /archowned',
     ].join('\n') + '\n');
     const tag = `kiln-copy/${name}:kiln`;
-    const tar = join(dir, `${name}.tar`);
+    const tar = join(fx.dir, `${name}.tar`);
     const r = await kiln(['executor', '-c', ctx, '--no-push', '-d', tag, '--tar-path', tar]);
     assert.equal(r.code, 0, r.stderr);
     await docker(['load', '-i', tar]);
@@ -212,7 +196,7 @@ describe('BuildKit-only COPY/ADD flags, read back from the image (the legacy bui
 
 describe('ADD with --single-snapshot', () => {
   it('keeps archive members readable until the stage\'s one layer is written, and for a later --chown', async () => {
-    const ctx = join(dir, 'single-snapshot');
+    const ctx = join(fx.dir, 'single-snapshot');
     await writeContext(ctx, {
       Dockerfile: 'FROM scratch\nADD users.tar members.tgz /\nCOPY --chown=archuser f.txt /f.txt\n',
       'users.tar': users, 'members.tgz': gzipSync(members), 'f.txt': 'f\n',
@@ -248,7 +232,7 @@ describe('COPY/ADD refuse what BuildKit refuses', () => {
   ];
   for (const [i, c] of cases.entries()) {
     it(c.line, async () => {
-      const ctx = join(dir, `refuse-${i}`);
+      const ctx = join(fx.dir, `refuse-${i}`);
       await writeContext(ctx, { Dockerfile: `FROM scratch\n${c.line}\n`, 'f.txt': 'f\n' });
       const r = await kiln(['executor', '-c', ctx, '--no-push', '--tar-path', join(ctx, 'out.tar')]);
       if (c.error) {

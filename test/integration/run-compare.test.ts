@@ -2,15 +2,13 @@
 // tests: the same file tree and config after steps that create, change and delete files, links,
 // setuid bits, users and groups, and replace directories by files and links; then the image runs.
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
+import { useBaseFixture } from '../helpers/fixture.js';
 import { docker, kiln, runCommand } from '../helpers/exec.js';
 import { compareWithDocker } from '../helpers/docker-compare.js';
 import { dockerImageTree } from '../helpers/image-tree.js';
-import { pushBusyboxImage } from '../helpers/base-images.js';
-import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 
 interface Case {
   name: string;
@@ -91,38 +89,24 @@ const cases: Case[] = [
   },
 ];
 
-let registry: TestRegistry;
-let base: string;
-let dir: string;
-
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'kiln-run-compare-'));
-  registry = await startRegistry('http');
-  await pushBusyboxImage(registry, 'base/busybox', 'latest', 'v2s2');
-  base = `${registry.host}/base/busybox:latest`;
-  await docker(['pull', '-q', base]);
-});
-after(async () => {
-  await registry?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
+const fx = useBaseFixture('run-compare', { image: 'busybox', format: 'v2s2', dockerPull: true });
 
 describe('RUN matches docker build (busybox base)', () => {
   for (const c of cases) {
     it(c.name, async () => {
-      const lines = [`FROM ${base}`, ...c.steps].map((l) => l.replaceAll('BASE', base));
-      await compareWithDocker({ ...c, dockerfile: lines.join('\n') + '\n' }, dir);
+      const lines = [`FROM ${fx.base}`, ...c.steps].map((l) => l.replaceAll('BASE', fx.base));
+      await compareWithDocker({ ...c, dockerfile: lines.join('\n') + '\n' }, fx.dir);
     });
   }
 });
 
 describe('RUN steps behave as Docker says', () => {
   async function build(name: string, steps: string[], extra: string[] = []): Promise<{ code: number; stdout: string; stderr: string; tar: string }> {
-    const ctx = join(dir, name);
+    const ctx = join(fx.dir, name);
     await mkdir(ctx, { recursive: true });
-    const lines = steps[0]?.startsWith('FROM ') ? steps : [`FROM ${base}`, ...steps];
+    const lines = steps[0]?.startsWith('FROM ') ? steps : [`FROM ${fx.base}`, ...steps];
     await writeFile(join(ctx, 'Dockerfile'), lines.join('\n') + '\n');
-    const tar = join(dir, `${name}.tar`);
+    const tar = join(fx.dir, `${name}.tar`);
     const r = await kiln(['executor', '-c', ctx, '--no-push', '-d', `kiln-run/${name}:kiln`, '--tar-path', tar, ...extra]);
     return { ...r, tar };
   }
@@ -171,14 +155,14 @@ describe('RUN steps behave as Docker says', () => {
   });
 
   it('COPY --from names what is missing, refuses later stages, and keeps needed stages with --skip-unused-stages', async () => {
-    const missing = await build('from-missing', [`FROM ${base} AS build`, 'RUN echo x > /x', `FROM ${base}`, 'COPY --from=build /nothing /n']);
+    const missing = await build('from-missing', [`FROM ${fx.base} AS build`, 'RUN echo x > /x', `FROM ${fx.base}`, 'COPY --from=build /nothing /n']);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /Dockerfile:4: COPY failed: "\/nothing" not found in stage build/);
-    const later = await build('from-later', [`FROM ${base}`, 'COPY --from=after /x /x', `FROM ${base} AS after`]);
+    const later = await build('from-later', [`FROM ${fx.base}`, 'COPY --from=after /x /x', `FROM ${fx.base} AS after`]);
     assert.equal(later.code, 1);
     assert.match(later.stderr, /Dockerfile:2: COPY --from=after: stage after is not defined before this one/);
     const skip = await build('from-skip', [
-      `FROM ${base} AS unused`, 'RUN exit 1', `FROM ${base} AS needed`, 'RUN echo needed > /n', `FROM ${base}`, 'ARG SRC=needed', 'COPY --from=${SRC} /n /n',
+      `FROM ${fx.base} AS unused`, 'RUN exit 1', `FROM ${fx.base} AS needed`, 'RUN echo needed > /n', `FROM ${fx.base}`, 'ARG SRC=needed', 'COPY --from=${SRC} /n /n',
     ], ['--skip-unused-stages']);
     assert.equal(skip.code, 0, skip.stderr);
   });
@@ -208,7 +192,7 @@ describe('RUN steps behave as Docker says', () => {
   });
 
   it('runs steps in a stage FROM an earlier stage that ran steps', async () => {
-    const r = await build('stages', [`FROM ${base} AS one`, 'RUN echo first > /first', 'FROM scratch AS other', 'COPY Dockerfile /', 'FROM one', 'RUN test -f /first && ! test -e /Dockerfile && cat /first > /second']);
+    const r = await build('stages', [`FROM ${fx.base} AS one`, 'RUN echo first > /first', 'FROM scratch AS other', 'COPY Dockerfile /', 'FROM one', 'RUN test -f /first && ! test -e /Dockerfile && cat /first > /second']);
     assert.equal(r.code, 0, r.stderr);
     await docker(['load', '-i', r.tar]);
     try {

@@ -1,30 +1,11 @@
 // RUN on a real distribution: a Debian base made with debootstrap by the tests, apt-get install
 // from Debian's mirror, users and groups made by Debian's tools, and the chroot fallback without
 // overlayfs; each compared with `docker build` of the same Dockerfile.
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { docker } from '../helpers/exec.js';
+import { describe, it } from 'node:test';
+import { useBaseFixture } from '../helpers/fixture.js';
 import { compareWithDocker } from '../helpers/docker-compare.js';
-import { pushDebianImage } from '../helpers/debian-base.js';
-import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 
-let registry: TestRegistry;
-let base: string;
-let dir: string;
-
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'kiln-run-debian-'));
-  registry = await startRegistry('http');
-  await pushDebianImage(registry, 'base/debian', 'bookworm', 'v2s2');
-  base = `${registry.host}/base/debian:bookworm`;
-  await docker(['pull', '-q', base]);
-});
-after(async () => {
-  await registry?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
+const fx = useBaseFixture('run-debian', { image: 'debian', format: 'v2s2', dockerPull: true });
 
 /** Files apt, dpkg and ldconfig write with the time of the build in them. */
 const volatile = (path: string): boolean =>
@@ -36,18 +17,18 @@ describe('RUN matches docker build (Debian base)', () => {
     await compareWithDocker({
       name: 'debian-apt',
       dockerfile: [
-        `FROM ${base}`,
+        `FROM ${fx.base}`,
         'RUN apt-get update && apt-get install -y --no-install-recommends hello && rm -rf /var/lib/apt/lists/*',
         'RUN hello > /hello.txt',
       ].join('\n') + '\n',
       volatile,
       check: 'cat /hello.txt && hello && dpkg -s hello | grep Status',
-    }, dir);
+    }, fx.dir);
   });
 
   it('users, groups, setuid and a replaced /usr/local tree, with and without overlayfs', async () => {
     const dockerfile = [
-      `FROM ${base}`,
+      `FROM ${fx.base}`,
       'RUN groupadd -g 2000 devs && useradd -m -u 1234 -G devs,users tester && install -d -o tester -g devs -m 2775 /srv/shared',
       'RUN cp /bin/true /usr/local/bin/suid-true && chmod 4755 /usr/local/bin/suid-true && rm -rf /usr/local/share && ln -s /srv/shared /usr/local/share',
       'USER tester',
@@ -57,7 +38,7 @@ describe('RUN matches docker build (Debian base)', () => {
       'RUN rm -rf /usr/share/doc /var/lib/apt && userdel -r tester',
     ].join('\n') + '\n';
     const check = 'cat /srv/shared/ids; ls -ln /srv/shared; getent group devs; id tester || true';
-    await compareWithDocker({ name: 'debian-users', dockerfile, volatile, check }, dir);
-    await compareWithDocker({ name: 'debian-users-walk', dockerfile, volatile, check, kilnEnv: { KILN_OVERLAY: '0' } }, dir);
+    await compareWithDocker({ name: 'debian-users', dockerfile, volatile, check }, fx.dir);
+    await compareWithDocker({ name: 'debian-users-walk', dockerfile, volatile, check, kilnEnv: { KILN_OVERLAY: '0' } }, fx.dir);
   });
 });
