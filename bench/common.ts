@@ -1,8 +1,10 @@
-// Helpers shared by the benchmark suites: timing, medians, Markdown tables, result files, and the
-// private dockerd the container-based tools need.
-import { mkdir, writeFile } from 'node:fs/promises';
+// Helpers shared by the benchmark suites: timing, medians, Markdown tables, result files, the
+// private dockerd the container-based tools need, and what a command costs (wall, CPU, memory).
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { mustRun, runCommand } from '../test/helpers/exec.js';
+import { mustRun, runCommand, type CommandResult } from '../test/helpers/exec.js';
 import { repoRoot } from '../test/helpers/paths.js';
 
 export const REPETITIONS = Number(process.env.KILN_BENCH_REPETITIONS ?? 3);
@@ -68,4 +70,126 @@ export async function ensureDocker(): Promise<{ release(): Promise<void> }> {
   await mustRun('bash', [script, 'start'], { timeoutMs: 120_000 });
   console.log(`started the private dockerd (${PRIVATE_DOCKER_HOST}); it is stopped at the end`);
   return { release: async () => { await mustRun('bash', [script, 'stop'], { timeoutMs: 60_000 }); } };
+}
+
+/** What one run of a tool cost. CPU is user+sys of the command and every descendant it waited for. */
+export interface Usage {
+  wallSeconds: number;
+  cpuSeconds: number;
+  /** Largest resident set of any single process of the tree (GNU time's %M), MB. */
+  maxRssMb: number;
+  /** Peak resident set per program name (VmHWM, sampled every SAMPLE_MS), MB: e.g. node, kiln-sandbox, zstd, sh. */
+  peakRssMbByProgram?: Record<string, number>;
+  /** Peak of the sum of the tree's resident sets at one sample, MB. */
+  peakTreeRssMb?: number;
+}
+
+const SAMPLE_MS = 100;
+
+/** pid → parent pid and program name, for every process visible in /proc. */
+async function processTable(): Promise<Map<number, { ppid: number; comm: string }>> {
+  const table = new Map<number, { ppid: number; comm: string }>();
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; it ends at the last ")".
+    const close = stat.lastIndexOf(')');
+    if (close < 0) continue;
+    table.set(Number(name), { comm: stat.slice(stat.indexOf('(') + 1, close), ppid: Number(stat.slice(close + 2).split(' ')[1]) });
+  }
+  return table;
+}
+
+/** VmHWM and VmRSS of a process in kB (0 once it is gone). */
+async function memoryOf(pid: number): Promise<{ hwm: number; rss: number }> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+  return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+}
+
+/** Samples the memory of `root`'s process tree until stop() is called. */
+function sampleTree(root: number): { stop(): Promise<{ byProgram: Record<string, number>; peakTreeKb: number }> } {
+  const peakByPid = new Map<number, { comm: string; kb: number }>();
+  let peakTreeKb = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const table = await processTable();
+      const tree = new Set([root]);
+      // Parents come before children in most tables, but not always: repeat until nothing is added.
+      for (let grew = true; grew;) {
+        grew = false;
+        for (const [pid, p] of table) if (!tree.has(pid) && tree.has(p.ppid)) { tree.add(pid); grew = true; }
+      }
+      let sum = 0;
+      for (const pid of tree) {
+        const { hwm, rss } = await memoryOf(pid);
+        sum += rss;
+        const seen = peakByPid.get(pid);
+        if (hwm > (seen?.kb ?? 0)) peakByPid.set(pid, { comm: table.get(pid)?.comm ?? '?', kb: hwm });
+      }
+      peakTreeKb = Math.max(peakTreeKb, sum);
+      await new Promise((r) => setTimeout(r, SAMPLE_MS));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      const byProgram: Record<string, number> = {};
+      for (const { comm, kb } of peakByPid.values()) byProgram[comm] = Math.max(byProgram[comm] ?? 0, kb);
+      return { byProgram, peakTreeKb };
+    },
+  };
+}
+
+/**
+ * Runs a command under GNU time (wall, user+sys of the whole tree, largest single RSS); with
+ * `sample`, also the peak memory of each program in the tree (kiln's node apart from its RUN steps).
+ */
+export async function measured(
+  file: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; sample?: boolean } = {},
+): Promise<{ result: CommandResult; usage: Usage }> {
+  const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-time-'));
+  const out = join(dir, 'time');
+  try {
+    const child = spawn('/usr/bin/time', ['-f', '%e %U %S %M', '-o', out, file, ...args], { env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const sampler = options.sample ? sampleTree(child.pid!) : undefined;
+    const result = await new Promise<CommandResult>((resolve, reject) => {
+      let stdout = '';
+      let stderr = '';
+      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 1_800_000);
+      child.stdout.on('data', (d: Buffer) => { stdout = (stdout + d.toString()).slice(-100_000); });
+      child.stderr.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-100_000); });
+      child.on('error', (e) => { clearTimeout(timer); reject(e); });
+      child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }); });
+    });
+    const sampled = await sampler?.stop();
+    const line = (await readFile(out, 'utf8').catch(() => '')).trim().split('\n').at(-1) ?? '';
+    const [wall, user, sys, rssKb] = line.split(' ').map(Number);
+    const usage: Usage = { wallSeconds: wall ?? NaN, cpuSeconds: (user ?? NaN) + (sys ?? NaN), maxRssMb: (rssKb ?? NaN) / 1024 };
+    if (sampled) {
+      usage.peakRssMbByProgram = Object.fromEntries(Object.entries(sampled.byProgram).map(([k, kb]) => [k, kb / 1024]));
+      usage.peakTreeRssMb = sampled.peakTreeKb / 1024;
+    }
+    return { result, usage };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** CPU seconds so far of the private dockerd and its containerd, and of every container (cpuacct cgroup "docker"). */
+export async function dockerCpuSeconds(): Promise<number> {
+  const ticks = Number(await runCommand('getconf', ['CLK_TCK']).then((r) => r.stdout.trim())) || 100;
+  const daemonPid = Number((await readFile(join(process.env.KILN_DOCKERD_DIR ?? '/tmp/kiln-dockerd', 'dockerd.pid'), 'utf8').catch(() => '0')).trim());
+  const table = await processTable();
+  let seconds = 0;
+  for (const [pid, p] of table) {
+    if (pid !== daemonPid && !(p.ppid === daemonPid && p.comm === 'containerd')) continue;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    seconds += (Number(fields[11]) + Number(fields[12])) / ticks; // utime, stime
+  }
+  const containers = await readFile('/sys/fs/cgroup/cpuacct/docker/cpuacct.usage', 'utf8').catch(() => '0');
+  return seconds + Number(containers) / 1e9;
 }

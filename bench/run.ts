@@ -7,8 +7,11 @@
 //             buildah and kaniko (bench/snapshot.ts).
 //   cache     (issue #6) a 10-step Debian Dockerfile built cold, rebuilt warm, and rebuilt after a
 //             change in its last step, each from an empty machine with a registry cache (bench/cache.ts).
-//   compression (issue #8) layer gzip throughput: kiln's parallel gzip against pigz and single-stream
-//             zlib at levels 1 and 6 (bench/compression.ts).
+//   compression (issue #8) layer gzip and zstd throughput: kiln's parallel gzip against pigz and
+//             single-stream zlib at levels 1 and 6, kiln's zstd against `zstd -T0 -3` (bench/compression.ts).
+//   workloads (issue #8) six build workloads (busybox app, Debian apt-get, Node.js npm ci, 100k-file
+//             RUN, 1 GB layer, warm 10-step rebuild) by kiln, docker build, buildah and kaniko, with
+//             wall, CPU and peak memory (bench/workloads.ts).
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -19,6 +22,7 @@ import { markdownTable, median, REPETITIONS, timed, writeResults } from './commo
 import { snapshotSuite } from './snapshot.js';
 import { cacheSuite } from './cache.js';
 import { compressionSuite } from './compression.js';
+import { workloadsSuite } from './workloads.js';
 
 interface Measurement { tool: string; seconds: number; }
 
@@ -80,7 +84,7 @@ async function registrySuite(): Promise<void> {
   }
 }
 
-const SUITES: Record<string, () => Promise<void>> = { registry: registrySuite, snapshot: snapshotSuite, cache: cacheSuite, compression: compressionSuite };
+const SUITES: Record<string, () => Promise<void>> = { workloads: workloadsSuite, registry: registrySuite, snapshot: snapshotSuite, cache: cacheSuite, compression: compressionSuite };
 
 async function main(): Promise<void> {
   const chosen = (process.env.KILN_BENCH || Object.keys(SUITES).join(',')).split(',').map((s) => s.trim()).filter(Boolean);

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const BUSYBOX = '/bin/busybox';
+const ZSTD = '/usr/bin/zstd';
 const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
 
 export interface KilnImage {
@@ -33,17 +34,25 @@ function run(file: string, args: string[], cwd = repoRoot): Promise<string> {
   });
 }
 
+/** Every library `program` links with, under the name the loader looks for, and the loader as ld.so. */
+async function copyLibraries(program: string, libDir: string): Promise<void> {
+  for (const line of (await run('ldd', [program])).split('\n')) {
+    const linked = /^\s*(\S+)\s+=>\s+(\/\S+)/.exec(line);
+    const loader = /^\s*(\/\S+)\s+\(/.exec(line);
+    if (linked) await copyFile(linked[2]!, join(libDir, basename(linked[1]!)));
+    else if (loader) await copyFile(loader[1]!, join(libDir, 'ld.so'));
+  }
+}
+
 /** The files of the image, under ctx/kaniko (and ctx/busybox for debug), and its Dockerfile. */
 async function prepareContext(ctx: string, debug: boolean): Promise<void> {
   const kaniko = join(ctx, 'kaniko');
   await mkdir(join(kaniko, 'lib'), { recursive: true });
-  await copyFile(process.execPath, join(kaniko, 'node'));
-  // Every library node links with, under the name the loader looks for, and the loader as lib/ld.so.
-  for (const line of (await run('ldd', [process.execPath])).split('\n')) {
-    const linked = /^\s*(\S+)\s+=>\s+(\/\S+)/.exec(line);
-    const loader = /^\s*(\/\S+)\s+\(/.exec(line);
-    if (linked) await copyFile(linked[2]!, join(kaniko, 'lib', basename(linked[1]!)));
-    else if (loader) await copyFile(loader[1]!, join(kaniko, 'lib', 'ld.so'));
+  // Node.js, and Debian's zstd for --compression=zstd and zstd base layers (src/layer/zstd.ts starts
+  // it through lib/ld.so as kiln-launch starts node), each with the libraries it links with.
+  for (const [program, name] of [[process.execPath, 'node'], [ZSTD, 'zstd']] as const) {
+    await copyFile(program, join(kaniko, name));
+    await copyLibraries(program, join(kaniko, 'lib'));
   }
   for (const command of ['executor', 'warmer']) await copyFile(join(repoRoot, 'dist', 'native', 'kiln-launch'), join(kaniko, command));
   const app = join(kaniko, 'kiln');

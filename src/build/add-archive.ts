@@ -23,6 +23,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
 import type { LayerEntry } from '../layer/layer-writer.js';
+import { zstdProgram } from '../layer/zstd.js';
 import { log } from '../log/logger.js';
 import { entryMeta, PaxTap } from '../rootfs/tar-headers.js';
 import { CopyError } from './copy-error.js';
@@ -163,7 +164,9 @@ function decompressed(path: string, compression: Compression): Readable {
   }
   const program = DECOMPRESSORS[compression];
   const out = new PassThrough();
-  const child = spawn(program, ['-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // zstd as layers use it: in kiln's image, the copy under /kaniko (src/layer/zstd.ts).
+  const command = compression === 'zstd' ? zstdProgram() : { file: program, prefix: [] };
+  const child = spawn(command.file, [...command.prefix, '-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => { if (stderr.length < 4096) stderr += d.toString(); });
   child.on('error', (e: NodeJS.ErrnoException) => {

@@ -18,11 +18,13 @@ export interface BuiltImage {
   store: BlobStore;
 }
 
+/**
+ * A new layer's media type. zstd applies to OCI images only: Docker's schema 2 has no zstd layer type,
+ * and kaniko too writes gzip layers into Docker-format images whatever --compression says.
+ */
 export function layerMediaType(family: MediaTypeFamily, compression: Compression = 'gzip'): string {
-  switch (compression) {
-    case 'gzip':
-      return family === 'oci' ? MediaType.ociLayerGzip : MediaType.dockerLayerGzip;
-  }
+  if (family === 'docker') return MediaType.dockerLayerGzip;
+  return compression === 'zstd' ? MediaType.ociLayerZstd : MediaType.ociLayerGzip;
 }
 
 /** Layer media types that name the same bytes in the other family (image-spec's compatibility matrix). */

@@ -2,15 +2,13 @@
 // blob's first bytes, whatever the media type says.
 import { PassThrough, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
+import { createZstdDecompressor } from './zstd.js';
 
 const ZSTD_MAGIC = 0xfd2fb528;
 
-/** The layer's tar stream: gzip by its magic bytes, plain tar otherwise; zstd comes with issue #8. */
+/** The layer's tar stream: gzip or zstd by its magic bytes, plain tar otherwise. */
 export async function decompressLayer(source: Readable, layerName: string): Promise<Readable> {
   const first = await readPrefix(source, 4);
-  if (first.length >= 4 && first.readUInt32LE(0) === ZSTD_MAGIC) {
-    throw new Error(`layer ${layerName} is zstd-compressed, which kiln cannot read yet (issue #8)`);
-  }
   const out = new PassThrough();
   source.on('error', (e) => out.destroy(e));
   if (source.readableEnded) out.end(first);
@@ -23,6 +21,12 @@ export async function decompressLayer(source: Readable, layerName: string): Prom
     out.pipe(gunzip);
     out.on('error', (e) => gunzip.destroy(e));
     return gunzip;
+  }
+  if (first.length >= 4 && first.readUInt32LE(0) === ZSTD_MAGIC) {
+    const unzstd = createZstdDecompressor(`layer ${layerName}`);
+    out.pipe(unzstd);
+    out.on('error', (e) => unzstd.destroy(e));
+    return unzstd;
   }
   return out;
 }

@@ -57,7 +57,7 @@ interface PendingNode {
   whiteout: boolean;
 }
 
-/** `layer` is the layer blob as stored (gzip or plain tar; zstd → clear "not supported yet (issue #8)" error). */
+/** `layer` is the layer blob as stored: gzip, zstd or plain tar. */
 export async function extractLayer(layer: Readable, root: string, options: ExtractOptions): Promise<ExtractStats> {
   const tap = new PaxTap();
   const tar = extract();

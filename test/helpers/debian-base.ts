@@ -100,7 +100,7 @@ async function cleanRootfs(rootfs: string, mirror: string): Promise<void> {
 }
 
 /** GNU tar of the rootfs, gzipped in-process, hashing both forms on the way. */
-async function writeLayer(rootfs: string, file: string): Promise<{ diffId: string; digest: string; size: number }> {
+export async function writeLayer(rootfs: string, file: string): Promise<{ diffId: string; digest: string; size: number }> {
   const tar = spawn('tar', [
     '--create', '--file=-', '--directory', rootfs, '--sort=name', '--numeric-owner', '--xattrs', '--xattrs-include=*',
     '--format=posix', '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime',
@@ -193,7 +193,7 @@ async function buildLayout(): Promise<string> {
 
 let layoutPromise: Promise<string> | undefined;
 /** The cached OCI layout's directory; one build per process even with concurrent callers. */
-function debianLayout(): Promise<string> {
+export function debianLayout(): Promise<string> {
   layoutPromise ??= buildLayout().catch((e: unknown) => { layoutPromise = undefined; throw e; });
   return layoutPromise;
 }

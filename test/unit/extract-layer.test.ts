@@ -475,7 +475,7 @@ describe('extractLayer', () => {
       badSize.write('00000000077\0', 124, 'latin1'); // claims 63 bytes, checksum now wrong
       await refused(b, badSize, /corrupt/, Error);
       await refused(b, Buffer.from('not a tar at all, but long enough to be read as a header block'.repeat(20)), /corrupt/, Error);
-      await refused(b, Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]), /zstd.*issue #8/, Error);
+      await refused(b, Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]), /zstd/, Error); // a truncated zstd frame
       // Fields that parse to NaN or to negative numbers, with valid checksums.
       const absurd = (offset: number, field: Buffer): Buffer => {
         const block = tar([{ name: 'absurd' }], false);
