@@ -10,6 +10,7 @@
  *       runs COMMAND in place as a child subreaper and kills whatever COMMAND left behind.
  *       --bind SRC:DST binds a host file over one in the root (/etc/hosts); --file SRC:dev/... puts a
  *       host file, read-only, into the step's own /dev tmpfs (a RUN heredoc script at /dev/pipes).
+ *       --mount, --no-network and --lock (RUN --mount, RUN --network=none) are sandbox-mounts.c's.
  *       The environment is passed through unchanged: kiln spawns this with the step's environment.
  *       Exit status: COMMAND's, 128+N when killed by signal N, 125 when the sandbox could not be
  *       set up, 126/127 when COMMAND could not be executed / was not found.
@@ -19,6 +20,8 @@
  *       and fifos from image layers).
  *   kiln-sandbox probe-overlay DIR
  *       Exits 0 when overlayfs can be mounted with upper and work directories under DIR.
+ *   kiln-sandbox probe-mounts DIR
+ *       Exits 0 when a private mount namespace with a mount on DIR is allowed (container isolation).
  *   kiln-sandbox scan ROOT [--ignore PATH]... [--threads N]
  *       lstat of every path under ROOT (walk snapshots), as binary records on stdout; see scan_main.
  */
@@ -44,12 +47,13 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "sandbox-mounts.h"
 
 #define EXIT_SETUP 125
 #define MAX_BINDS 16
 #define MAX_GROUPS 256
 
-static void die(const char *fmt, ...) {
+void die(const char *fmt, ...) {
   va_list ap;
   fputs("kiln-sandbox: ", stderr);
   va_start(ap, fmt);
@@ -155,6 +159,7 @@ static void setup_root(const struct run_options *o) {
     do_mount(src, dst, NULL, MS_BIND, NULL);
     do_mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL);
   }
+  mounts_apply(o->root);
   if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) != 0) die("sethostname: %s", strerror(errno));
   if (chroot(o->root) != 0) die("chroot %s: %s", o->root, strerror(errno));
   if (chdir("/") != 0) die("chdir /: %s", strerror(errno));
@@ -240,11 +245,14 @@ static int run(struct run_options *o) {
   sa.sa_handler = forward_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  mounts_take_locks();
   if (o->namespaces) {
     if (!o->root) die("--namespaces needs --root");
-    if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC) != 0) {
+    int net = mounts_no_network() ? CLONE_NEWNET : 0;
+    if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | net) != 0) {
       die("cannot create namespaces (chroot isolation needs root or CAP_SYS_ADMIN): %s", strerror(errno));
     }
+    if (net) mounts_loopback_up(1);
     pid_t init = fork();
     if (init < 0) die("fork: %s", strerror(errno));
     if (init == 0) {
@@ -263,6 +271,18 @@ static int run(struct run_options *o) {
   if (o->root) {
     if (chroot(o->root) != 0) die("chroot %s: %s", o->root, strerror(errno));
     if (chdir("/") != 0) die("chdir /: %s", strerror(errno));
+  }
+  /* Container isolation: real mounts and a network namespace only where the container allows them. */
+  if (mounts_wanted()) {
+    if (unshare(CLONE_NEWNS) != 0) die("RUN --mount needs a private mount namespace, which is not allowed here: %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("make mounts private: %s", strerror(errno));
+    mounts_apply("");
+  }
+  if (mounts_no_network()) {
+    if (unshare(CLONE_NEWNET) != 0) {
+      die("RUN --network=none needs a new network namespace, which this container does not allow (run it with CAP_SYS_ADMIN, or drop the flag): %s", strerror(errno));
+    }
+    mounts_loopback_up(0);
   }
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) die("PR_SET_CHILD_SUBREAPER: %s", strerror(errno));
   pid_t cmd = fork();
@@ -289,6 +309,8 @@ static int run_main(int argc, char **argv) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--")) { i++; break; }
+    int used = mounts_option(argc - i, argv + i);
+    if (used) { i += used - 1; continue; }
     if (!strcmp(a, "--namespaces")) o.namespaces = 1;
     else if (!strcmp(a, "--proc")) o.proc = 1;
     else if (!strcmp(a, "--dev")) o.dev = 1;
@@ -658,7 +680,8 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "run")) return run_main(argc - 2, argv + 2);
   if (argc == 2 && !strcmp(argv[1], "mknod")) return mknod_main();
   if (argc == 3 && !strcmp(argv[1], "probe-overlay")) return probe_overlay(argv[2]);
+  if (argc == 3 && !strcmp(argv[1], "probe-mounts")) return mounts_probe(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "scan")) return scan_main(argc - 2, argv + 2);
-  fputs("usage: kiln-sandbox run [options] -- COMMAND... | mknod | probe-overlay DIR | scan ROOT [--ignore PATH]... [--threads N]\n", stderr);
+  fputs("usage: kiln-sandbox run [options] -- COMMAND... | mknod | probe-overlay DIR | probe-mounts DIR | scan ROOT [--ignore PATH]... [--threads N]\n", stderr);
   return 2;
 }

@@ -9,7 +9,10 @@ cc=${CC:-gcc}
 if ! command -v "$cc" >/dev/null; then
   echo "kiln needs a C compiler to build kiln-sandbox: apt-get install -y gcc libc6-dev" >&2; exit 1
 fi
+# kiln-sandbox's RUN --mount and --network code is a file of its own (sandbox-mounts.c).
+declare -A extra=([kiln-sandbox]="native/sandbox-mounts.c" [kiln-launch]="")
 for tool in kiln-sandbox kiln-launch; do
-  "$cc" -O2 -Wall -Wextra -Wno-format-truncation -Werror -static -o "dist/native/$tool.tmp" "native/$tool.c"
+  # shellcheck disable=SC2086 # the extra sources are a word list
+  "$cc" -O2 -Wall -Wextra -Wno-format-truncation -Werror -static -o "dist/native/$tool.tmp" "native/$tool.c" ${extra[$tool]}
   mv "dist/native/$tool.tmp" "dist/native/$tool"
 done

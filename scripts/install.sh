@@ -8,7 +8,8 @@ if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split("."
   echo "kiln needs Node.js 20 or newer" >&2; exit 1
 fi
 # bzip2, xz and zstd: ADD unpacks archives compressed with them through Debian's own decompressors.
-needed=(gcc libc6-dev make python3 bzip2 xz-utils zstd)
+# git: ADD <git repository> and git:// contexts check out through Debian's git, as BuildKit does.
+needed=(gcc libc6-dev make python3 bzip2 xz-utils zstd git)
 missing=()
 for p in "${needed[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

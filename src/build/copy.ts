@@ -12,15 +12,18 @@
 //             there down, which get their source directories' metadata. A source without wildcards
 //             must match something; a wildcard may match nothing;
 //   --link    see `linkView`;
-//   ADD       a local tar archive is extracted (add-archive.ts) unless --unpack=false; --checksum is
-//             for URL and git sources only; --keep-git-dir and --unpack=true change nothing for local
-//             sources. URL and git sources are refused until issue #5 fetches them.
+//   ADD       a local tar archive is extracted (add-archive.ts) unless --unpack=false. A URL source
+//             (context/remote-copy-source.ts) is one file, 0600, not extracted unless --unpack=true;
+//             a git source copies the checkout's (or its subdir's) contents, .git only with
+//             --keep-git-dir. --checksum verifies either (a content digest, or the commit).
 import { rmSync } from 'node:fs';
 import { mkdtemp, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BuildContext, ContextFile } from '../context/build-context.js';
 import { BadPatternError, goClean, PathPatterns, type MatchState } from '../context/go-glob.js';
+import { gitSource, urlSource } from '../context/remote-copy-source.js';
+import { sourceKind } from '../context/remote-source.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import { detectArchive, extractArchive } from './add-archive.js';
 import { applyChmod, CREATED_DIR_MODE, parseChmod } from './chmod.js';
@@ -31,6 +34,7 @@ import type { Identity } from './users.js';
 
 export { CopyError } from './copy-error.js';
 export { parseChmod } from './chmod.js';
+export { sourceKind } from '../context/remote-source.js';
 
 export interface CopyPlan {
   instruction: 'COPY' | 'ADD';
@@ -56,6 +60,8 @@ export interface CopyPlan {
   checksum?: string;
   /** ADD --unpack, when given. */
   unpack?: boolean;
+  /** ADD --keep-git-dir, when given (git sources only). */
+  keepGitDir?: boolean;
   /** When set, every timestamp in the layer is this (reproducible builds). */
   fixedMtime?: Date;
   /** Where sources are looked up, for messages ("the build context", "stage build"). */
@@ -82,27 +88,10 @@ async function memberDir(): Promise<string> {
   return dir;
 }
 
-/** What a source names, as BuildKit tells them apart (dfgitutil.ParseGitRef, then isHTTPSource). */
-export function sourceKind(source: string): 'local' | 'url' | 'git' {
-  if (source.startsWith('./') || source.startsWith('../') || source.startsWith('github.com/')) return 'local';
-  const scheme = /^([a-zA-Z0-9]+):\/\//.exec(source)?.[1]?.toLowerCase();
-  if (scheme !== undefined) {
-    if (scheme === 'ssh' || scheme === 'git') return 'git';
-    if (scheme !== 'http' && scheme !== 'https') return 'local'; // an unknown scheme is a (strange) local path
-    let path = '';
-    try {
-      path = new URL(source).pathname;
-    } catch { /* not a URL git accepts: an HTTP source */ }
-    if (path.endsWith('.git')) return 'git';
-    return source.startsWith('http://') || source.startsWith('https://') ? 'url' : 'local';
-  }
-  return /^[a-zA-Z0-9-_]+@[a-zA-Z0-9-.]+:/.test(source) ? 'git' : 'local';
-}
-
 /** One source, found: a file copied as such, or a directory whose contents (maybe filtered) are copied. */
 type Item =
-  | { kind: 'file'; file: ContextFile }
-  | { kind: 'tree'; root: ContextFile; include?: PathPatterns; required?: string; source: string };
+  | { kind: 'file'; file: ContextFile; remote?: boolean }
+  | { kind: 'tree'; root: ContextFile; include?: PathPatterns; required?: string; source: string; context?: BuildContext; skipGitDir?: boolean };
 
 export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsView): Promise<LayerEntry[]> {
   const what = plan.instruction;
@@ -114,9 +103,7 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
   }
   for (const source of plan.sources) {
     const kind = sourceKind(source);
-    if (kind === 'local') continue;
-    if (what === 'COPY') throw new CopyError(kind === 'url' ? 'source can\'t be a URL for COPY' : 'source can\'t be a git ref for COPY');
-    throw new CopyError(`ADD from ${kind === 'url' ? 'a URL' : 'a git repository'} (${source}) is not supported yet (issue #5)`);
+    if (kind !== 'local' && what === 'COPY') throw new CopyError(kind === 'url' ? 'source can\'t be a URL for COPY' : 'source can\'t be a git ref for COPY');
   }
   let excludes: PathPatterns | undefined;
   try {
@@ -147,7 +134,12 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
   // Sources, found.
   const items: Item[] = [];
   for (const source of plan.sources) {
-    if (plan.parents) items.push(...(await parentsItems(source, context, plan)));
+    const kind = sourceKind(source);
+    if (kind === 'url') items.push({ kind: 'file', file: (await urlSource(source, plan.checksum)).file, remote: true });
+    else if (kind === 'git') {
+      const git = await gitSource(source, { keepGitDir: plan.keepGitDir, checksum: plan.checksum });
+      items.push({ kind: 'tree', root: git.root, source, context: git.context, skipGitDir: !git.keepGitDir });
+    } else if (plan.parents) items.push(...(await parentsItems(source, context, plan)));
     else {
       const found = await context.match(source);
       if (found.length === 0) throw notFound(plan, source, context);
@@ -167,7 +159,9 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
   const resolving: ResolveOptions = { followLast: false, mkdir: (path) => createdDir(path), danglingLinks: 'create', what };
   // Symlinked directories on the way are followed inside the image, as Docker does (usrmerge's lib -> usr/lib).
   const destPath = relative(plan.dest);
-  const dest = tree.resolve('', destPath, { ...resolving, followLast: destIsDir || items.some((i) => i.kind === 'tree') });
+  // A symlink at the destination is followed even for a single file: the copy writes through it
+  // (a dangling one's target is created), as Docker and BuildKit do.
+  const dest = tree.resolve('', destPath, { ...resolving, followLast: true });
   /** The destination as a directory (created when missing, with --chmod's mode when octal, as before). */
   const ensureDest = (mode = chmod?.kind === 'octal' ? chmod.mode : CREATED_DIR_MODE): void => {
     const existing = tree.get(dest);
@@ -210,7 +204,8 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
         continue;
       }
       const file = item.file;
-      if (what === 'ADD' && plan.unpack !== false && file.stat.isFile()) {
+      // A downloaded file is extracted only with --unpack=true (Docker's rule).
+      if (what === 'ADD' && (item.remote ? plan.unpack === true : plan.unpack !== false) && file.stat.isFile()) {
         const compression = await detectArchive(file.abs);
         if (compression !== undefined) {
           await extractArchive({
@@ -222,7 +217,8 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
           continue;
         }
       }
-      const target = destIsDir ? joinPath(dest, baseName(file.rel)) : dest;
+      // A source reached through a symlink keeps the name it was given, not its target's.
+      const target = destIsDir ? joinPath(dest, baseName(file.named ?? file.rel)) : dest;
       if (target === '') throw new CopyError(`${what}: cannot copy the file ${file.rel} over the root directory`);
       await place(file, tree.resolve('', target, resolving));
     }
@@ -303,6 +299,7 @@ function hasWildcards(text: string): boolean {
  */
 async function treeEntries(context: BuildContext, item: Extract<Item, { kind: 'tree' }>, excludes: PathPatterns | undefined): Promise<{ file: ContextFile; rel: string }[]> {
   const { root, include } = item;
+  const source = item.context ?? context;
   const prefix = root.rel === '' ? '' : root.rel + '/';
   const relOf = (contextRel: string): string => contextRel.slice(prefix.length);
   interface Judged { include?: MatchState; exclude?: MatchState; included: boolean; excluded: boolean }
@@ -315,8 +312,9 @@ async function treeEntries(context: BuildContext, item: Extract<Item, { kind: 't
     return { include: inc?.state, exclude: exc?.state, included: inc?.matched ?? true, excluded: exc?.matched ?? false };
   };
   const copied = (j: Judged): boolean => j.included && !j.excluded;
-  const walked = await context.walk(root, (contextRel) => {
+  const walked = await source.walk(root, (contextRel) => {
     const rel = relOf(contextRel);
+    if (item.skipGitDir && rel === '.git') return false;
     const j = judge(rel);
     states.set(rel, j);
     if (copied(j)) return true;
@@ -328,6 +326,7 @@ async function treeEntries(context: BuildContext, item: Extract<Item, { kind: 't
   const ancestors: { file: ContextFile; rel: string; out: boolean }[] = [];
   for (const file of walked) {
     const rel = relOf(file.rel);
+    if (item.skipGitDir && rel === '.git') continue; // a file (a submodule's link to its git dir) too
     while (ancestors.length > 0 && !rel.startsWith(ancestors[ancestors.length - 1]!.rel + '/')) ancestors.pop();
     const isDir = file.stat.isDirectory();
     const judged = (isDir ? states.get(rel) : undefined) ?? judge(rel);

@@ -27,6 +27,7 @@ import { fetchLayers } from '../remote/pull-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
 import { BasePulls, pullBase } from './base-image.js';
+import { runCacheRoot } from './run-mounts.js';
 
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -69,8 +70,10 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       buildArgs: options.buildArgs,
       consumedBuildArgs: new Set(),
       reproducible: options.reproducible,
+      compression: options.compression,
       compressionLevel: options.compressionLevel,
       now: new Date(),
+      created: sourceDateEpoch(options.buildArgs),
       roots: () => (roots ??= makeRootFactory(options)),
       singleSnapshot: options.singleSnapshot,
       forceBuildMetadata: options.forceBuildMetadata,
@@ -81,6 +84,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       },
       ...(cache ? { cache: { layers: cache, runLayers: options.cache!.runLayers, copyLayers: options.cache!.copyLayers, dockerfileId: dockerfileId(options) } satisfies BuildCache } : {}),
       remoteLayers: new Map(),
+      runMounts: { cacheRoot: runCacheRoot(options.baseImageCache.dir), secrets: options.secrets ?? new Map() },
       cachedLayerFiles: async (layer, source) => {
         if (source) await fetchLayers([layer], source, session, store, options.registry.imageDownloadRetry, lister.listLayer);
         else await lister.listLayer(layer, store.openVerified(layer.digest)); // a local layout's blob, read in place
@@ -123,7 +127,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     if (options.labels.size) {
       config.config.Labels = { ...(config.config.Labels ?? {}), ...Object.fromEntries(options.labels) };
     }
-    config.created = options.reproducible ? '1970-01-01T00:00:00Z' : isoSeconds(env.now);
+    config.created = isoSeconds(env.created ?? (options.reproducible ? new Date(0) : env.now));
     const image = await assembleImage(config, final.layers, store, final.family);
     await disposeRoots(roots);
     await copySources.dispose();
@@ -187,7 +191,9 @@ async function makeRootFactory(options: BuildOptions): Promise<RootFactory> {
   // Loaded on first use: a build without RUN never needs roots, layer extraction or the native helpers.
   const { createRootFactory } = await import('../rootfs/create-root.js');
   const factory = await createRootFactory({
-    isolation, kanikoDir: options.kanikoDir, ignorePaths: options.ignorePaths, ignoreVarRun: options.ignoreVarRun, snapshotMode: options.snapshotMode,
+    isolation, kanikoDir: options.kanikoDir,
+    // Container isolation: RUN --mount caches kept under --cache-dir are never part of the image.
+    ignorePaths: isolation === 'container' ? [...options.ignorePaths, runCacheRoot(options.baseImageCache.dir)] : options.ignorePaths, ignoreVarRun: options.ignoreVarRun, snapshotMode: options.snapshotMode,
     cleanup: options.cleanup, extractRetries: options.extractRetries,
   });
   log.info(`RUN steps use ${factory.description}`);
@@ -339,8 +345,21 @@ function stagePlatform(stage: Stage, env: StageEnvironment, options: BuildOption
   }
 }
 
-/** ARGs that BuildKit defines without an ARG instruction. */
+/**
+ * BuildKit's SOURCE_DATE_EPOCH build arg: the time (Unix seconds) the config and history say the
+ * image was made, for reproducible builds; file timestamps are left as they are, as BuildKit does
+ * by default. A stage sees it only through `ARG SOURCE_DATE_EPOCH`, like any build arg.
+ */
+function sourceDateEpoch(buildArgs: ReadonlyMap<string, string>): Date | undefined {
+  const value = buildArgs.get('SOURCE_DATE_EPOCH');
+  if (value === undefined || value === '') return undefined;
+  if (!/^\d{1,11}$/.test(value)) throw new BuildError(`SOURCE_DATE_EPOCH must be a Unix time in seconds, not "${value}"`, 0);
+  return new Date(Number(value) * 1000);
+}
+
+/** ARGs that BuildKit defines without an ARG instruction (or, for SOURCE_DATE_EPOCH, uses itself). */
 const PREDEFINED_ARGS = new Set([
+  'SOURCE_DATE_EPOCH',
   'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
 ]);
 

@@ -1,7 +1,9 @@
 // Everything a build needs, validated once by the CLI (kaniko's flags mapped to kiln's terms).
+import type { Compression } from '../layer/layer-writer.js';
 import type { Platform } from '../image/types.js';
 import type { RegistryMaps } from '../registry/mirrors.js';
 import type { RegistryOptions } from '../registry/types.js';
+import type { SecretSource } from './run-mounts.js';
 
 export interface BuildOptions {
   /** Absolute path of the build context directory. */
@@ -41,7 +43,9 @@ export interface BuildOptions {
   extractRetries: number;
   reproducible: boolean;
   platform: Platform;
-  /** zlib level for layer compression (kaniko's -1 means the library default). */
+  /** Layer compression (--compression; zstd applies to OCI images, Docker-format ones keep gzip, as in kaniko). */
+  compression: Compression;
+  /** Level for layer compression (kaniko's -1 means the library default: gzip 1, zstd 3). */
   compressionLevel: number;
   registry: RegistryOptions;
   /** --registry-map and --registry-mirror, merged as kaniko merges them. */
@@ -53,6 +57,8 @@ export interface BuildOptions {
   /** The layer cache (--cache and its flags); undefined when off. */
   cache?: CacheOptions;
   pushIgnoreImmutableTagErrors: boolean;
+  /** --secret id=X,src=PATH | id=X,env=VAR: what RUN --mount=type=secret reads, by id. */
+  secrets?: Map<string, SecretSource>;
 }
 
 export interface CacheOptions {

@@ -6,7 +6,7 @@ import type { Instruction, CopyInstruction } from '../dockerfile/instructions.js
 import { ShellLex, ShellExpansionError, type EnvLookup } from '../dockerfile/shell-lex.js';
 import type { BlobStore } from '../image/blob-store.js';
 import type { Descriptor, HealthConfig, ImageConfig } from '../image/types.js';
-import { writeLayer, type LayerEntry } from '../layer/layer-writer.js';
+import { writeLayer, type Compression, type LayerEntry } from '../layer/layer-writer.js';
 import { layerMediaType, type MediaTypeFamily } from '../image/image.js';
 import { log } from '../log/logger.js';
 import { CopyError, parseChmod, planCopy } from './copy.js';
@@ -29,6 +29,9 @@ import { sourceFiles } from '../context/source-digest.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import { listingOf, withAncestors } from './layer-files.js';
 import { checkSignal, exposedPorts, setEnv } from './config-values.js';
+import { parseRunFlags, RunFlagError } from './run-mount-spec.js';
+import { prepareRunMounts, runMountKey, RunMountError, type SecretSource } from './run-mounts.js';
+import { MountSetupError } from '../isolation/step-mounts.js';
 
 /** The image a stage produces (and a later stage may start FROM). */
 export interface StageImage {
@@ -53,9 +56,12 @@ export interface StageEnvironment {
   /** Build args some ARG consumed, for the "not consumed" warning. */
   consumedBuildArgs: Set<string>;
   reproducible: boolean;
+  compression: Compression;
   compressionLevel: number;
-  /** Timestamp for history entries. */
+  /** The build's start: cache entries' age. */
   now: Date;
+  /** The time history and config say the image was made: SOURCE_DATE_EPOCH when given. */
+  created?: Date;
   /** Build roots for RUN, made on first use (so builds without RUN never extract anything). */
   roots: () => Promise<RootFactory>;
   /** --single-snapshot: one layer per stage, written when the stage ends. */
@@ -72,6 +78,8 @@ export interface StageEnvironment {
   remoteLayers: Map<string, CacheLocation>;
   /** Downloads a layer the cache supplied into the store and lists its files. */
   cachedLayerFiles: (layer: Descriptor, source: CacheLocation | undefined) => Promise<LayerListing>;
+  /** RUN --mount: where cache mounts persist (under --cache-dir) and the --secret values. */
+  runMounts: { cacheRoot: string; secrets: ReadonlyMap<string, SecretSource> };
   /** Makes a layer's blob present in the store: from where the cache found it, else from `source`. */
   ensureLocal: (layer: Descriptor, source: { registry: string; repository: string } | undefined) => Promise<void>;
 }
@@ -128,7 +136,8 @@ export class StageBuilder {
       else await this.dispatchUnchecked(instruction);
       if (this.env.forceBuildMetadata && !this.squashed) await this.forceLayer(history);
     } catch (e) {
-      if (e instanceof ShellExpansionError || e instanceof CopyError || e instanceof UserLookupError || e instanceof ContextError) {
+      if (e instanceof ShellExpansionError || e instanceof CopyError || e instanceof UserLookupError || e instanceof ContextError
+        || e instanceof RunFlagError || e instanceof RunMountError || e instanceof MountSetupError) {
         throw new BuildError(e.message, instruction.node.startLine);
       }
       throw e;
@@ -156,6 +165,15 @@ export class StageBuilder {
     if (ins.kind === 'run') {
       kind = 'run';
       item = { line: this.line, text: runHistory(runArgv(ins, this.image.config.config.Shell ?? undefined), this.stageArgs) };
+      const mounts = await runMountKey(parseRunFlags(ins.flags, (w) => this.word(w)), this.env.context, this.env.copySourceKey);
+      if (Object.keys(mounts.files).length) item.files = mounts.files;
+      if (Object.keys(mounts.extra).length) item.extra = mounts.extra;
+      if (!mounts.cacheable) {
+        // A bind from an image by tag: what it reads is known only once read, so the chain takes the result.
+        await this.dispatchUnchecked(ins);
+        cache.note({ ...item, extra: { ...item.extra, result: this.image.config.rootfs.diff_ids.at(-1) ?? '' } });
+        return;
+      }
     } else if (ins.kind === 'copy' || ins.kind === 'add') {
       kind = 'copy';
       const copy = await this.copyKeyItem(ins);
@@ -190,7 +208,8 @@ export class StageBuilder {
     await this.dispatchUnchecked(ins);
     const layer = this.lastLayer as StageBuilder['lastLayer']; // set by the dispatch (TypeScript keeps the narrowing across it)
     cache.store(found.miss, {
-      createdBy: this.image.config.history.at(-1)?.created_by ?? item.text, created: this.created(),
+      // The entry's own age (for --cache-ttl) is the real time, even when history says 1970.
+      createdBy: this.image.config.history.at(-1)?.created_by ?? item.text, created: this.env.now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
       ...(layer ? { layer: { descriptor: layer.descriptor, diffId: layer.diffId }, listing: layer.listing } : {}),
     });
   }
@@ -340,9 +359,7 @@ export class StageBuilder {
   }
 
   private async run(ins: RunInstruction): Promise<void> {
-    for (const flag of ins.flags.used) {
-      throw new BuildError(`RUN --${flag} is not supported yet (issue #5)`, ins.node.startLine);
-    }
+    const flags = parseRunFlags(ins.flags, (w) => this.word(w));
     const cfg = this.image.config.config;
     const argv = runArgv(ins, cfg.Shell ?? undefined);
     await this.image.files.ready();
@@ -352,16 +369,23 @@ export class StageBuilder {
     });
     const env = runEnv(cfg.Env ?? [], this.stageArgs, user.home);
     const root = await this.buildRoot();
+    const mounts = await prepareRunMounts(flags, {
+      context: this.env.context, source: this.env.copySource, ...this.env.runMounts,
+      workdir: cfg.WorkingDir || '/', resolve: (p) => this.image.files.resolveParents(p, true),
+    });
     log.info(`Running: ${goList(argv)}`);
     let outcome;
     try {
       const script = runScript(ins);
       outcome = await root.run({
-        argv, env, cwd: cfg.WorkingDir || '/', uid: user.uid, gid: user.gid, groups: user.groups, ...(script ? { files: [script] } : {}),
+        argv, env: [...env, ...mounts.env], cwd: cfg.WorkingDir || '/', uid: user.uid, gid: user.gid, groups: user.groups, ...(script ? { files: [script] } : {}),
+        mounts: mounts.mounts, noNetwork: mounts.noNetwork, locks: mounts.locks,
       }, (p) => this.image.files.get(p));
     } catch (e) {
       if (e instanceof SandboxSetupError) throw new BuildError(`RUN could not start: ${e.message}`, ins.node.startLine);
       throw e;
+    } finally {
+      await mounts.dispose();
     }
     if (outcome.exitCode !== 0 || !outcome.snapshot) {
       throw new BuildError(`The command ${goList(argv)} returned a non-zero code: ${outcome.exitCode}`, ins.node.startLine);
@@ -467,9 +491,9 @@ export class StageBuilder {
         // Docker: context files belong to 0:0; files from a stage or an image keep their owner.
         defaultOwner: from === undefined ? { uid: 0, gid: 0 } : undefined,
         chmod, link: ins.link, parents: ins.parents, excludes: ins.excludes,
-        // --keep-git-dir is for git sources only; --exclude is not expanded (BuildKit keeps it as written).
+        // --exclude is not expanded (BuildKit keeps it as written).
         checksum: ins.checksum !== undefined ? this.word(ins.checksum) : undefined,
-        unpack: ins.unpack,
+        unpack: ins.unpack, keepGitDir: ins.keepGitDir || undefined,
         fixedMtime: this.env.reproducible ? new Date(0) : undefined,
         sourceName: source.name,
       },
@@ -512,7 +536,7 @@ export class StageBuilder {
 
   private async writeLayer(entries: LayerEntry[], inImage = true): Promise<Awaited<ReturnType<typeof writeLayer>>> {
     const written = await writeLayer(withAncestors(entries, this.image.files), this.env.store, {
-      mediaType: layerMediaType(this.image.family),
+      mediaType: layerMediaType(this.image.family, this.env.compression),
       compressionLevel: this.env.compressionLevel,
     });
     if (inImage) {
@@ -527,6 +551,6 @@ export class StageBuilder {
   }
 
   private created(): string {
-    return (this.env.reproducible ? new Date(0) : this.env.now).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    return (this.env.created ?? (this.env.reproducible ? new Date(0) : this.env.now)).toISOString().replace(/\.\d{3}Z$/, 'Z');
   }
 }

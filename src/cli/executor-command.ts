@@ -1,7 +1,11 @@
 // `kiln executor`: kaniko's executor command line turned into BuildOptions, the build, the outputs.
 import { existsSync, mkdirSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, posix, resolve } from 'node:path';
 import { buildImage } from '../build/executor.js';
+import { ContextError } from '../context/build-context.js';
+import { contextWorkDir, materializeContext, parseContextSource } from '../context/context-source.js';
+import { useRemoteTrust } from '../context/remote-file.js';
+import { redactUrl } from '../context/remote-source.js';
 import type { BuildOptions, CacheOptions } from '../build/options.js';
 import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
 import { writeOutputs } from '../output/write-outputs.js';
@@ -14,9 +18,11 @@ import { fetchMissingLayers } from '../remote/pull-image.js';
 import { checkPushPermissions, pushImage } from '../remote/push-image.js';
 import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
+import { parseSecretFlags } from './secret-flag.js';
 import { EXECUTOR_FLAGS, type ExecutorFlag } from './executor-flags.js';
 import { parseFlags, type FlagValue, type ParsedCommandLine } from './flag-parser.js';
 import { hostPlatform, parsePlatformFlag } from './platform.js';
+import { DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from '../layer/zstd.js';
 
 export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   if (argv.includes('-h') || argv.includes('--help')) {
@@ -25,7 +31,7 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
   }
   let options: BuildOptions;
   try {
-    options = toBuildOptions(parseFlags(argv, EXECUTOR_FLAGS, env), env);
+    options = await toBuildOptions(parseFlags(argv, EXECUTOR_FLAGS, env), env);
   } catch (e) {
     return reportFailure(e);
   }
@@ -78,7 +84,7 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
   }
 }
 
-export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv): BuildOptions {
+export async function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv): Promise<BuildOptions> {
   const { values, given, positional } = parsed;
   if (positional.length) throw new UsageError(`unexpected argument "${positional[0]}": the executor takes flags only (see kiln executor --help)`);
   // A deprecated spelling sets the flag it stands for.
@@ -109,15 +115,20 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
   }
 
   const compression = str('compression') ?? 'gzip';
-  if (compression === 'zstd') throw new UsageError('--compression=zstd is not supported yet (planned in issue #8); use gzip');
-  if (compression !== 'gzip') throw new UsageError(`invalid --compression "${compression}": use gzip or zstd`);
-  const level9 = values.get('compression-level') as number;
-  if (level9 !== -1 && (level9 < 0 || level9 > 9)) throw new UsageError(`invalid --compression-level ${level9}: use 0-9, or -1 for the default`);
+  if (compression !== 'gzip' && compression !== 'zstd') throw new UsageError(`invalid --compression "${compression}": use gzip or zstd`);
+  const level = values.get('compression-level') as number;
+  const maxLevel = compression === 'zstd' ? MAX_ZSTD_LEVEL : 9;
+  if (level !== -1 && (level < 0 || level > maxLevel)) throw new UsageError(`invalid --compression-level ${level} for ${compression}: use 0-${maxLevel}, or -1 for the default`);
 
-  const contextDir = resolveContext(str('context') ?? '/workspace/');
-  return {
-    contextDir,
-    dockerfilePath: resolveDockerfile(str('dockerfile') ?? 'Dockerfile', contextDir),
+  const registry = registryOptions(values, env, nonNegative(values.get('push-retry') as number, 'push-retry'));
+  const isolation = isolationFlag(given.has('isolation') ? str('isolation') ?? 'chroot' : env.KILN_ISOLATION || 'chroot');
+  const kanikoDir = absolute(str('kaniko-dir')) ?? '/kaniko';
+  useRemoteTrust(registry); // ADD <url>, https:// and git contexts trust kiln's extra CAs too
+  const dockerfile = str('dockerfile') ?? 'Dockerfile';
+  if (/^https?:\/\//.test(dockerfile)) throw new UsageError('a Dockerfile URL is not supported yet (planned in issue #5); give a path');
+  const options: BuildOptions = {
+    contextDir: '', // set last: fetching a remote context waits until every flag is known to be valid
+    dockerfilePath: '',
     destinations,
     noPush,
     tarPath: absolute(str('tar-path')),
@@ -125,14 +136,14 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     digestFile: absolute(str('digest-file')),
     imageNameWithDigestFile: absolute(str('image-name-with-digest-file')),
     imageNameTagWithDigestFile: absolute(str('image-name-tag-with-digest-file')),
-    buildArgs: keyValues(list('build-arg'), '--build-arg', env, true),
+    buildArgs: withSourceDateEpoch(keyValues(list('build-arg'), '--build-arg', env, true), env),
     labels: keyValues(list('label'), '--label', env, false),
     target: str('target'),
     skipUnusedStages: bool('skip-unused-stages'),
     // The flag wins; kiln's own image sets KILN_ISOLATION=container as its default.
-    isolation: isolationFlag(given.has('isolation') ? str('isolation') ?? 'chroot' : env.KILN_ISOLATION || 'chroot'),
+    isolation,
     force: bool('force'),
-    kanikoDir: absolute(str('kaniko-dir')) ?? '/kaniko',
+    kanikoDir,
     ignorePaths: list('ignore-path'),
     ignoreVarRun: bool('ignore-var-run'),
     snapshotMode: snapshotModeFlag(str('snapshot-mode') ?? 'full'),
@@ -142,18 +153,24 @@ export function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.ProcessEnv
     extractRetries: nonNegative(values.get('image-fs-extract-retry') as number, 'image-fs-extract-retry'),
     reproducible: bool('reproducible'),
     platform: str('custom-platform') ? parsePlatformFlag(str('custom-platform')!) : hostPlatform(),
-    // kaniko's -1 leaves the level to go-containerregistry, whose layers use gzip.BestSpeed.
-    compressionLevel: level9 === -1 ? 1 : level9,
-    registry: registryOptions(values, env, nonNegative(values.get('push-retry') as number, 'push-retry')),
+    compression,
+    // kaniko's -1 leaves the level to go-containerregistry: gzip.BestSpeed, zstd's SpeedDefault (level 3).
+    // zstd has no level 0: there, as in zstd's own API, 0 means the default.
+    compressionLevel: level === -1 || (compression === 'zstd' && level === 0) ? (compression === 'zstd' ? DEFAULT_ZSTD_LEVEL : 1) : level,
+    registry,
     registryMaps: buildRegistryMaps(list('registry-map'), list('registry-mirror')),
     skipDefaultRegistryFallback: bool('skip-default-registry-fallback'),
     skipPushPermissionCheck: bool('skip-push-permission-check'),
     pushIgnoreImmutableTagErrors: bool('push-ignore-immutable-tag-errors'),
+    secrets: parseSecretFlags(list('secret'), env),
     baseImageCache: { dir: absolute(str('cache-dir')) ?? '/cache', ttlMs: parseGoDuration(values.get('cache-ttl') as string, '--cache-ttl') },
     cache: bool('cache') ? cacheOptions(str('cache-repo'), destinations, values.get('cache-ttl') as string, bool('single-snapshot'), {
       runLayers: bool('cache-run-layers'), copyLayers: bool('cache-copy-layers'), push: !bool('no-push-cache'),
     }) : undefined,
   };
+  options.contextDir = await resolveContext(str('context') ?? '/workspace/', list('git'), str('context-sub-path'), contextWorkDir(isolation, kanikoDir), env);
+  options.dockerfilePath = resolveDockerfile(dockerfile, options.contextDir);
+  return options;
 }
 
 /** --cache and its flags; the repository defaults to the first destination's, as kaniko's does. */
@@ -283,20 +300,41 @@ function absolute(path: string | undefined): string | undefined {
   return path === undefined ? undefined : resolve(path);
 }
 
-function resolveContext(context: string): string {
-  let dir = context;
-  if (dir.startsWith('dir://')) dir = dir.slice('dir://'.length);
-  else if (dir.includes('://')) {
-    throw new UsageError(`context "${context}" is not supported yet (tar://, git:// and remote contexts are planned in issue #5); give a directory`);
+/**
+ * The context directory: a directory as given, or a tar, https:// or git:// context fetched and
+ * unpacked under `workDir` (context/context-source.ts). --context-sub-path applies only to contexts
+ * written with "://", as in kaniko, which ignores it for a plain path; kiln says so.
+ */
+async function resolveContext(context: string, gitFlags: string[], subPath: string | undefined, workDir: string, env: NodeJS.ProcessEnv): Promise<string> {
+  const source = wrapContextError(() => parseContextSource(context, gitFlags, env));
+  if (source.kind !== 'git' && gitFlags.length > 0) log.warn('--git is used only with a git:// context; ignoring it');
+  const viaScheme = context.includes('://');
+  if (subPath && !viaScheme) log.warn(`--context-sub-path is ignored for a plain directory context, as kaniko ignores it; use --context ${context.replace(/\/+$/, '')}/${subPath} or dir://${context}`);
+  if (source.kind === 'dir') {
+    const abs = viaScheme && subPath ? join(resolve(source.path), posix.normalize('/' + subPath)) : resolve(source.path);
+    if (!existsSync(abs)) throw new UsageError(`build context ${abs} does not exist; pass an existing directory with --context`);
+    return abs;
   }
-  const abs = resolve(dir);
-  if (!existsSync(abs)) throw new UsageError(`build context ${abs} does not exist; pass an existing directory with --context`);
-  return abs;
+  if (source.kind !== 'tar') log.info(`Retrieving the build context from ${redactUrl(context)}`);
+  try {
+    return await materializeContext(source, subPath, workDir, env);
+  } catch (e) {
+    if (e instanceof ContextError) throw new UsageError(`build context ${redactUrl(context)}: ${e.message}`);
+    throw e;
+  }
+}
+
+function wrapContextError<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof ContextError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 /** kaniko's order: the path as given (relative to the working directory), then relative to the context. */
 function resolveDockerfile(dockerfile: string, contextDir: string): string {
-  if (/^https?:\/\//.test(dockerfile)) throw new UsageError('a Dockerfile URL is not supported yet (planned in issue #5); give a path');
   if (existsSync(dockerfile)) return resolve(dockerfile);
   const inContext = isAbsolute(dockerfile) ? dockerfile : join(contextDir, dockerfile);
   if (existsSync(inContext)) return inContext;
@@ -339,4 +377,11 @@ function isolationFlag(value: string): 'chroot' | 'container' {
 function snapshotModeFlag(value: string): 'full' | 'redo' | 'time' {
   if (value === 'full' || value === 'redo' || value === 'time') return value;
   throw new UsageError(`invalid --snapshot-mode "${value}": use full, redo or time`);
+}
+
+/** As Docker Buildx does, SOURCE_DATE_EPOCH in the environment is the build arg unless one is given. */
+function withSourceDateEpoch(buildArgs: Map<string, string>, env: NodeJS.ProcessEnv): Map<string, string> {
+  const epoch = env['SOURCE_DATE_EPOCH'];
+  if (epoch !== undefined && !buildArgs.has('SOURCE_DATE_EPOCH')) buildArgs.set('SOURCE_DATE_EPOCH', epoch);
+  return buildArgs;
 }

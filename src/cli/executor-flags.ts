@@ -10,11 +10,11 @@ export interface ExecutorFlag extends FlagSpec {
   aliasOf?: string;
 }
 
-const dockerfile = 'issue #5 (full Dockerfile and contexts)';
-
 export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   // Built.
-  { name: 'context', short: 'c', kind: 'string', default: '/workspace/', description: 'Path to the build context (a directory)' },
+  { name: 'context', short: 'c', kind: 'string', default: '/workspace/', description: 'The build context: a directory (or dir://path), tar://path.tar[.gz], tar://stdin, https://host/context.tar.gz, or git://host/repo[#ref[#commit]]' },
+  { name: 'context-sub-path', kind: 'string', description: 'Directory within a "://" context to use as the context (ignored for a plain directory, as in kaniko)' },
+  { name: 'git', kind: 'list', description: 'git:// context options: branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL (repeatable)' },
   { name: 'dockerfile', short: 'f', kind: 'string', default: 'Dockerfile', description: 'Path to the Dockerfile (relative paths: the working directory, then the context)' },
   { name: 'destination', short: 'd', kind: 'list', description: 'Image reference to push to (repeatable)' },
   { name: 'no-push', kind: 'bool', default: false, env: 'KANIKO_NO_PUSH', description: 'Do not push the image to the registry' },
@@ -29,8 +29,8 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'skip-unused-stages', kind: 'bool', default: false, description: 'Build only the stages the target needs' },
   { name: 'reproducible', kind: 'bool', default: false, description: 'Strip timestamps so that the same inputs give the same digest' },
   { name: 'custom-platform', kind: 'string', description: 'Platform os/arch[/variant] of the image (default: this machine)' },
-  { name: 'compression', kind: 'string', default: 'gzip', description: 'Layer compression: gzip (zstd not yet)' },
-  { name: 'compression-level', kind: 'int', default: -1, description: 'Compression level (1-9; -1 = default)' },
+  { name: 'compression', kind: 'string', default: 'gzip', description: 'Layer compression: gzip or zstd (zstd for OCI images; Docker-format images keep gzip, as in kaniko)' },
+  { name: 'compression-level', kind: 'int', default: -1, description: 'Compression level (gzip 0-9, zstd 1-19; -1 = default: gzip 1, zstd 3)' },
   { name: 'verbosity', short: 'v', kind: 'string', default: 'info', description: 'Log level: trace, debug, info, warn, error, fatal, panic' },
   { name: 'log-format', kind: 'string', default: 'color', description: 'Log format: color, text, json' },
   { name: 'log-timestamp', kind: 'bool', default: false, description: 'Timestamps in log lines' },
@@ -40,8 +40,6 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'tarPath', kind: 'string', aliasOf: 'tar-path', description: 'Deprecated: use --tar-path' },
   { name: 'customPlatform', kind: 'string', aliasOf: 'custom-platform', description: 'Deprecated: use --custom-platform' },
   // Not built yet.
-  { name: 'context-sub-path', kind: 'string', notYet: dockerfile, description: 'Sub path within the context' },
-  { name: 'git', kind: 'string', notYet: dockerfile, description: 'Git context options' },
   { name: 'bucket', short: 'b', kind: 'string', notYet: 'no issue yet (cloud-storage contexts)', description: 'Cloud storage bucket holding the context' },
   { name: 'insecure', kind: 'bool', default: false, description: 'Push over plain HTTP' },
   { name: 'insecure-pull', kind: 'bool', default: false, description: 'Pull over plain HTTP' },
@@ -77,4 +75,5 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'cache-run-layers', kind: 'bool', default: true, description: 'Look RUN layers up in the cache' },
   { name: 'compressed-caching', kind: 'bool', default: true, description: 'Accepted for kaniko compatibility: kiln caches the compressed layer it pushes, and never holds it in memory' },
   { name: 'no-push-cache', kind: 'bool', default: false, description: 'Read the cache but push no new entries' },
+  { name: 'secret', kind: 'list', description: 'Secret for RUN --mount=type=secret, as BuildKit takes it: id=ID,src=PATH or id=ID,env=VARIABLE (repeatable; never stored in the image, its cache key or the log)' },
 ];

@@ -9,7 +9,9 @@ import { hasGlobMeta, segmentRegExp, BadPatternError } from './go-glob.js';
 export class ContextError extends Error {}
 
 // The package is CommonJS (`module.exports = factory`) while its typings declare an ES default export.
-const ignore = dockerignore as unknown as typeof dockerignore.default;
+// Its matching ignores case unless told: Docker's and BuildKit's patterns are case-sensitive.
+const ignoreFactory = dockerignore as unknown as typeof dockerignore.default;
+const ignore = (): Ignore => ignoreFactory({ ignorecase: false });
 
 export interface ContextFile {
   /** Path relative to the context root, "/"-separated, "" for the root itself. */
@@ -18,6 +20,8 @@ export interface ContextFile {
   abs: string;
   /** lstat of the file (symlinks are not followed). */
   stat: Stats;
+  /** For a match() result reached through a symlink: the path the source named, whose base name a copy takes. */
+  named?: string;
 }
 
 export class BuildContext {
@@ -62,7 +66,7 @@ export class BuildContext {
     const rel = cleanContextPath(source);
     if (!hasGlobMeta(rel)) {
       const file = await this.lookup(rel, true);
-      return file ? [file] : [];
+      return file ? [{ ...file, named: rel }] : [];
     }
     const segments = rel.split('/');
     let matches: string[] = [''];
@@ -87,7 +91,7 @@ export class BuildContext {
     for (const m of matches) {
       if (this.excluded(m)) continue;
       const file = await this.lookup(m, true);
-      if (file) out.push(file);
+      if (file) out.push({ ...file, named: m });
     }
     return out;
   }
@@ -180,11 +184,10 @@ export class BuildContext {
   }
 }
 
-/** Normalises a source path to a context-relative one; refuses paths that climb out of the context. */
+/**
+ * Normalises a source path to a context-relative one. As BuildKit does, the path is cleaned against
+ * the context root, so ".." cannot climb out of it: "../x" is "x", "a/../../b" is "b".
+ */
 export function cleanContextPath(source: string): string {
-  const normal = posix.normalize(source.replace(/^\/+/, '') || '.');
-  if (normal === '..' || normal.startsWith('../')) {
-    throw new ContextError(`forbidden path outside the build context: ${source}`);
-  }
-  return normal === '.' ? '' : normal.replace(/\/+$/, '').replace(/^\.\//, '');
+  return posix.normalize('/' + source).replace(/^\/+/, '').replace(/\/+$/, '');
 }

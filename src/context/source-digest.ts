@@ -6,6 +6,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readlink } from 'node:fs/promises';
 import type { BuildContext, ContextFile } from './build-context.js';
+import { gitSource, urlSource } from './remote-copy-source.js';
+import { sourceKind } from './remote-source.js';
 
 /** Content hashes of files already read in this process, by identity and metadata. */
 const contentHashes = new Map<string, Promise<string>>();
@@ -37,12 +39,25 @@ async function describe(file: ContextFile, withOwner: boolean): Promise<string> 
 /**
  * path → description of every file the sources name. `withOwner`: whether owners reach the image
  * (COPY --from keeps them; context files become 0:0). A source that matches nothing is recorded as
- * missing, so the build still fails where planCopy would.
+ * missing, so the build still fails where planCopy would. ADD's remote sources are fetched (once: the
+ * copy reuses the fetch): a URL counts by its content digest, name and Last-Modified time (BuildKit's
+ * key), a git source by the commit it checks out and the subdir.
  */
 export async function sourceFiles(context: BuildContext, sources: readonly string[], withOwner: boolean): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   const files: ContextFile[] = [];
   for (const source of sources) {
+    const kind = sourceKind(source);
+    if (kind === 'url') {
+      const { file, digest } = await urlSource(source);
+      out[`url:${source}`] = `${digest}:${file.rel}:${file.stat.mtimeMs}`;
+      continue;
+    }
+    if (kind === 'git') {
+      const git = await gitSource(source);
+      out[`git:${source}`] = `${git.commit}:${git.subdir}`;
+      continue;
+    }
     const matched = await context.match(source);
     if (matched.length === 0) out[`missing:${source}`] = 'missing';
     for (const file of matched) {

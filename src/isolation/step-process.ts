@@ -5,6 +5,9 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { constants } from 'node:os';
 import { sandboxBinary } from './sandbox-binary.js';
+import { canMount, emulateMounts, mountsInPlace, sandboxArgs, stubLayer, type MountSetup, type StepMount } from './step-mounts.js';
+
+export type { StepMount } from './step-mounts.js';
 
 /** The process a RUN step starts, fully resolved (Docker's semantics are applied by the caller). */
 export interface StepProcess {
@@ -19,6 +22,12 @@ export interface StepProcess {
   groups: number[];
   /** Files the step sees under /dev (a RUN heredoc script at /dev/pipes/NAME), outside its layer; mode 0755. */
   files?: { target: string; content: string }[];
+  /** RUN --mount: mounts the step sees and its layer never holds. */
+  mounts?: StepMount[];
+  /** RUN --network=none: a network namespace of its own with only loopback. */
+  noNetwork?: boolean;
+  /** Files to hold an exclusive lock on while the step runs (cache mounts with sharing=locked). */
+  locks?: string[];
 }
 
 /** Where the step runs: chroot isolation (namespaces + chroot) or in place (container isolation). */
@@ -34,28 +43,45 @@ export type SandboxPlacement =
     hostsFile: string;
     resolvFile: string;
     hostname: string;
+    /** Filled in: in-image directories whose times kiln moved (a walk compares them without times). */
+    touched?: string[];
   }
-  | { kind: 'container' };
+  | { kind: 'container'; touched?: string[] };
 
 export class SandboxSetupError extends Error {}
 
 /** Exit code of the step (128+N when killed by signal N); throws when the sandbox itself failed. */
 export async function runStepProcess(step: StepProcess, where: SandboxPlacement): Promise<number> {
   const placed: string[] = [];
+  const mounts = step.mounts?.length ? await setUpMounts(step.mounts, where) : undefined;
   try {
-    return await runPlaced(step, where, placed);
+    where.touched?.push(...mounts?.setup.touched ?? []);
+    return await runPlaced(step, where, placed, mounts);
   } finally {
     await Promise.all(placed.map((f) => rm(f, { force: true })));
+    await mounts?.setup.undo();
   }
 }
 
-async function runPlaced(step: StepProcess, where: SandboxPlacement, placed: string[]): Promise<number> {
+/** Mount targets made where snapshots never see them, and how the sandbox mounts them. */
+async function setUpMounts(mounts: StepMount[], where: SandboxPlacement): Promise<{ setup: MountSetup; overlay?: string }> {
+  if (where.kind === 'container') return { setup: await (await canMount() ? mountsInPlace(mounts, '/') : emulateMounts(mounts)) };
+  if (!where.overlay) return { setup: await mountsInPlace(mounts, where.root) };
+  const layer = await stubLayer(mounts, where.overlay, where.workDir);
+  return { overlay: layer.overlay, setup: { args: sandboxArgs(mounts), touched: [], undo: () => rm(layer.dir, { recursive: true, force: true }) } };
+}
+
+async function runPlaced(step: StepProcess, where: SandboxPlacement, placed: string[], mounts?: { setup: MountSetup; overlay?: string }): Promise<number> {
   const args = ['run'];
   if (where.kind === 'chroot') {
     args.push('--namespaces', '--root', where.root, '--proc', '--dev', '--sys', '--hostname', where.hostname);
     args.push('--bind', `${where.hostsFile}:etc/hosts`, '--bind', `${where.resolvFile}:etc/resolv.conf`);
-    if (where.overlay) args.push('--overlay', where.overlay);
+    const overlay = mounts?.overlay ?? where.overlay;
+    if (overlay) args.push('--overlay', overlay);
   }
+  args.push(...mounts?.setup.args ?? []);
+  if (step.noNetwork) args.push('--no-network');
+  for (const lock of step.locks ?? []) args.push('--lock', lock);
   for (const file of step.files ?? []) {
     if (!file.target.startsWith('/dev/')) throw new Error(`internal error: step file ${file.target} is not under /dev`);
     // chroot: a file of kiln's, bound into the step's own /dev tmpfs. container: "/" is the build root,

@@ -56,8 +56,9 @@ export class DirectoryRoot implements BuildRoot {
     let exitCode: number;
     /** Directories whose change time kiln moved (by making mount points in them): compared without it. */
     let relaxed: string[] = [];
+    const touched: string[] = []; // RUN --mount targets made and taken away again
     if (this.options.isolation === 'container') {
-      exitCode = await runStepProcess(step, { kind: 'container' });
+      exitCode = await runStepProcess(step, { kind: 'container', touched });
     } else {
       const made = await makeMountPoints(root, image);
       relaxed = [...made.parents.keys()];
@@ -66,7 +67,7 @@ export class DirectoryRoot implements BuildRoot {
       await mkdir(workDir, { recursive: true });
       await writeNetworkFiles(hostsFile, resolvFile);
       try {
-        exitCode = await runStepProcess(step, { kind: 'chroot', root, workDir, hostsFile, resolvFile, hostname: STEP_HOSTNAME });
+        exitCode = await runStepProcess(step, { kind: 'chroot', root, workDir, hostsFile, resolvFile, hostname: STEP_HOSTNAME, touched });
       } finally {
         await removeMountPoints(root, made);
       }
@@ -75,7 +76,7 @@ export class DirectoryRoot implements BuildRoot {
     const after = await indexTree(root, ignored);
     this.index = after;
     if (exitCode !== 0) return { exitCode };
-    const snapshot = diffTrees(root, before, after, snapshotMode, (p) => isIgnored(p, ignored), new Set(relaxed));
+    const snapshot = diffTrees(root, before, after, snapshotMode, (p) => isIgnored(p, ignored), new Set([...relaxed, ...touched]));
     return { exitCode, snapshot, snapshotMs: performance.now() - started };
   }
 

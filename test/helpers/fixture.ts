@@ -37,6 +37,7 @@ export function useBaseFixture(name: string, options: BaseFixtureOptions): BaseF
     if (options.dockerPull) await docker(['pull', '-q', fixture.base]);
   });
   after(async () => {
+    if (options.dockerPull && fixture.base) await docker(['rmi', fixture.base]).catch(() => undefined);
     await fixture.registry?.stop();
     if (fixture.dir) await rm(fixture.dir, { recursive: true, force: true });
   });

@@ -220,8 +220,7 @@ describe('COPY/ADD refuse what BuildKit refuses', () => {
   const cases: { line: string; error?: RegExp }[] = [
     { line: 'ADD --checksum=sha256:24454f830cdb571e2c4ad15481119c43b3cafd48dd869a9b2945d1036d1dc68d f.txt /x', error: /Dockerfile:2: checksum requires HTTP\(S\) or Git sources/ },
     { line: 'COPY https://example.com/file /x', error: /Dockerfile:2: source can't be a URL for COPY/ },
-    { line: 'ADD https://example.com/file.tgz /x', error: /Dockerfile:2: ADD from a URL \(https:\/\/example.com\/file.tgz\) is not supported yet \(issue #5\)/ },
-    { line: 'ADD git@github.com:moby/buildkit.git /x', error: /Dockerfile:2: ADD from a git repository .* is not supported yet \(issue #5\)/ },
+    { line: 'COPY git@github.com:moby/buildkit.git /x', error: /Dockerfile:2: source can't be a git ref for COPY/ }, // ADD of URLs and git: remote-sources.test.ts
     { line: 'COPY --link --chown=app f.txt /x', error: /Dockerfile:2: --chown=app with --link: .*use numeric ids/ },
     { line: 'COPY --parents nothing/here.txt /x/', error: /Dockerfile:2: COPY failed: "nothing\/here.txt" not found in the build context/ },
     { line: 'COPY --chmod=u+q f.txt /x', error: /Dockerfile:2: invalid chmod parameter: 'u\+q'/ },

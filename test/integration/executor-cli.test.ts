@@ -57,11 +57,11 @@ describe('executor errors', () => {
     assert.match(r.stderr, /Dockerfile:2: FROM 127\.0\.0\.1:9\/debian:12: .*127\.0\.0\.1:9/);
   });
 
-  it('refuses a COPY source outside the context', async () => {
+  it('cleans a COPY source against the context root, as BuildKit does ("../x" is "x")', async () => {
     const ctx = await context('outside', 'FROM scratch\nCOPY ../secret /s\n');
     const r = await kiln(['executor', '-c', ctx, '--no-push']);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /Dockerfile:2: forbidden path outside the build context: \.\.\/secret/);
+    assert.match(r.stderr, /Dockerfile:2: COPY failed: "\.\.\/secret" not found in the build context/);
   });
 
   it('refuses several sources into a destination without a trailing slash', async () => {
@@ -87,11 +87,9 @@ describe('executor flags', () => {
     const ctx = await context('flags', 'FROM scratch\nENV A=1\n');
     const ok = await kiln(['executor', '-c', ctx, '--no-push', '--cache=false', '--ignore-var-run=true', '--snapshot-mode', 'full', '--cache-dir=/cache']);
     assert.equal(ok.code, 0, ok.stderr);
-    for (const [flag, issue] of [['--git=branch=main', '#5'], ['--context-sub-path=sub', '#5']]) {
-      const r = await kiln(['executor', '-c', ctx, '--no-push', flag!]);
-      assert.equal(r.code, 1, flag);
-      assert.match(r.stderr, new RegExp(`--${flag!.slice(2).split('=')[0]} is not supported yet \\(planned in issue ${issue}`));
-    }
+    const bucket = await kiln(['executor', '-c', ctx, '--no-push', '--bucket=my-bucket']);
+    assert.equal(bucket.code, 1);
+    assert.match(bucket.stderr, /--bucket is not supported yet \(planned in no issue yet/);
   });
 
   it('reads KANIKO_NO_PUSH, and names an unreachable registry before building', async () => {

@@ -2,7 +2,7 @@
 // the real consumers: skopeo, umoci, podman and docker. Digest files must say what the tools see.
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { lstat, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -126,6 +126,37 @@ describe('--reproducible', () => {
       assert.equal(digests[0], digests[1]);
       const config = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', `oci:${join(dir, 'layout-1')}:latest`]));
       assert.equal(config.created, '1970-01-01T00:00:00Z');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('SOURCE_DATE_EPOCH', () => {
+  it('dates the config and history from the build arg or the environment, and reaches ARG SOURCE_DATE_EPOCH', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'kiln-epoch-'));
+    try {
+      const ctx = join(dir, 'ctx');
+      await mkdir(ctx);
+      await writeFile(join(ctx, 'f'), 'f\n');
+      await writeFile(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY f /f\nARG SOURCE_DATE_EPOCH\nLABEL epoch=$SOURCE_DATE_EPOCH\n');
+      const configOf = async (name: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ created: string; history: { created: string }[]; config: { Labels: Record<string, string> } }> => {
+        const r = await kiln(['executor', '-c', ctx, '--no-push', '--oci-layout-path', join(dir, name), ...args], { env });
+        assert.equal(r.code, 0, r.stderr);
+        assert.doesNotMatch(r.stderr, /not consumed/);
+        return JSON.parse(await mustRun('skopeo', ['inspect', '--raw', '--config', `oci:${join(dir, name)}:latest`]));
+      };
+      for (const config of [
+        await configOf('arg', ['--build-arg', 'SOURCE_DATE_EPOCH=1700000000']),
+        await configOf('env', [], { ...process.env, SOURCE_DATE_EPOCH: '1700000000' }),
+      ]) {
+        assert.equal(config.created, '2023-11-14T22:13:20Z');
+        assert.deepEqual(new Set(config.history.map((h) => h.created)), new Set(['2023-11-14T22:13:20Z']));
+        assert.equal(config.config.Labels.epoch, '1700000000');
+      }
+      const bad = await kiln(['executor', '-c', ctx, '--no-push', '--build-arg', 'SOURCE_DATE_EPOCH=yesterday']);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /SOURCE_DATE_EPOCH must be a Unix time in seconds, not "yesterday"/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

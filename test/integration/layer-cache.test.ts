@@ -99,6 +99,18 @@ describe('layer cache in a registry repository', () => {
     assert.equal(hits(await build('mtime', APP, { 'app.txt': 'same\n' }, repo)), 4);
   });
 
+  it('hits with --reproducible too, and gives the same digest as the uncached build', async () => {
+    // Reproducible history says 1970; the entries must still carry the real time, or --cache-ttl
+    // would expire every one of them at once.
+    const repo = ['--cache-repo', `${fx.registry.host}/cache-test/reproducible-cache`, '--reproducible'];
+    const digestFile = join(fx.dir, 'reproducible.digest');
+    await build('reproducible', APP, { 'app.txt': 'same\n' }, [...repo, '--digest-file', digestFile]);
+    const first = await readFile(digestFile, 'utf8');
+    const again = await build('reproducible', APP, { 'app.txt': 'same\n' }, [...repo, '--digest-file', digestFile]);
+    assert.equal(hits(again), 4, again.log);
+    assert.equal(await readFile(digestFile, 'utf8'), first);
+  });
+
   it('misses when only the mode of a context file changes', async () => {
     const repo = ['--cache-repo', `${fx.registry.host}/cache-test/mode-cache`];
     await build('mode', APP, { 'app.txt': 'same\n' }, repo);

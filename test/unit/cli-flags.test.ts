@@ -51,7 +51,7 @@ describe('pflag-compatible parsing', () => {
 
 describe('the executor flag table', () => {
   it('has every kaniko v1.24 executor flag exactly once, and kiln\'s own', () => {
-    const kilnOnly = ['isolation'];
+    const kilnOnly = ['isolation', 'secret'];
     const kaniko = [
       'dockerfile', 'context', 'context-sub-path', 'bucket', 'destination', 'snapshot-mode', 'custom-platform', 'build-arg', 'insecure',
       'skip-tls-verify', 'insecure-pull', 'skip-tls-verify-pull', 'push-retry', 'push-ignore-immutable-tag-errors', 'image-fs-extract-retry',
