@@ -3,7 +3,8 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'bench/results/'] },
+  // test/data holds build contexts (files images are built from), not kiln's code.
+  { ignores: ['dist/', 'node_modules/', 'bench/results/', 'test/data/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
