@@ -179,7 +179,11 @@ async function copySource(
       await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry);
       return pulled.layers;
     } catch (e) {
-      if (e instanceof RegistryError || e instanceof InvalidReferenceError || e instanceof DigestMismatchError) throw new CopyError(`COPY --from=${from}: ${e.message}`);
+      if (e instanceof RegistryError || e instanceof InvalidReferenceError || e instanceof DigestMismatchError) {
+        // A bare name is most often a mistyped stage: say so before the registry's answer.
+        const hint = /^[a-z0-9][a-z0-9_.-]*$/.test(from) ? `no stage is named "${from}", and as an image: ` : '';
+        throw new CopyError(`COPY --from=${from}: ${hint}${e.message}`);
+      }
       throw e;
     }
   });

@@ -44,6 +44,7 @@ export class BuildContext {
       const text = await readFile(file, 'utf8').catch(() => undefined);
       if (text === undefined) continue;
       const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+      checkIgnorePatterns(text, file);
       return new BuildContext(root, ignore().add(lines), lines.some((l) => l.startsWith('!')), file);
     }
     return new BuildContext(root, ignore(), false, undefined);
@@ -181,6 +182,19 @@ export class BuildContext {
       if (current !== '' && this.excluded(current)) return undefined;
     }
     throw new ContextError(`too many levels of symbolic links resolving "${rel}" in the build context`);
+  }
+}
+
+/** Each pattern compiled alone, so a bad one is named with its line (the matcher would fail later, mid-build). */
+function checkIgnorePatterns(text: string, file: string): void {
+  for (const [i, raw] of text.split(/\r?\n/).entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    try {
+      ignore().add([line]).ignores('probe');
+    } catch (e) {
+      throw new ContextError(`${file}:${i + 1}: invalid pattern "${line}" (${(e as Error).message}); fix or remove it`);
+    }
   }
 }
 

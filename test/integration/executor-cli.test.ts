@@ -64,6 +64,18 @@ describe('executor errors', () => {
     assert.match(r.stderr, /Dockerfile:2: COPY failed: "\.\.\/secret" not found in the build context/);
   });
 
+  it('names a bad .dockerignore pattern by line, and a COPY --from that is neither a stage nor an image', async () => {
+    const ignored = await context('bad-ignore', 'FROM scratch\nCOPY f /f\n', { f: 'f', '.dockerignore': '# fine\n*.tmp\n[\n' });
+    const r = await kiln(['executor', '-c', ignored, '--no-push']);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim().split('\n').at(-1), `kiln: ${join(ignored, '.dockerignore')}:3: invalid pattern "[" (Invalid regular expression: /^[$/: Unterminated character class); fix or remove it`);
+    // 127.0.0.1:9 refuses at once: the name is tried as an image there (--registry-map), and fails.
+    const from = await context('from-missing', 'FROM scratch AS build\nCOPY --from=biuld /x /x\n');
+    const m = await kiln(['executor', '-c', from, '--no-push', '--registry-map', 'index.docker.io=127.0.0.1:9', '--skip-default-registry-fallback']);
+    assert.equal(m.code, 1);
+    assert.match(m.stderr, /Dockerfile:2: COPY --from=biuld: no stage is named "biuld", and as an image: /);
+  });
+
   it('refuses several sources into a destination without a trailing slash', async () => {
     const ctx = await context('multi', 'FROM scratch\nCOPY a b /dest\n', { a: '1', b: '2' });
     const r = await kiln(['executor', '-c', ctx, '--no-push']);
