@@ -18,6 +18,11 @@ export class BaseFileLister {
     this.listings.set(layer.digest, await readLayerEntries(layer, bytes));
   };
 
+  /** Whether a layer was listed already (stages on bases that share layers read each once). */
+  has(layer: Descriptor): boolean {
+    return this.listings.has(layer.digest);
+  }
+
   /** One layer's listing, once listLayer has read it. */
   listing(layer: Descriptor): LayerListing {
     const listing = this.listings.get(layer.digest);

@@ -23,7 +23,7 @@ import { StageBuilder, type StageEnvironment, type StageImage } from './stage-bu
 import type { Isolation, RootFactory } from '../rootfs/create-root.js';
 import { CopySources } from './copy-sources.js';
 import { CopyError } from './copy.js';
-import { fetchLayers } from '../remote/pull-image.js';
+import { fetchLayers, type PulledImage } from '../remote/pull-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
 import { BasePulls, pullBase } from './base-image.js';
@@ -117,7 +117,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
         continue;
       }
       current = stage.index;
-      built.set(stage.index, await buildStage(stage, model, built, env, options, session, bases));
+      built.set(stage.index, await buildStage(stage, model, built, env, options, session, bases, lister));
     }
     const unused = [...options.buildArgs.keys()].filter((k) => !env.consumedBuildArgs.has(k) && !env.globalArgs.has(k) && !PREDEFINED_ARGS.has(k));
     if (unused.length) log.warn(`One or more build-args [${unused.join(' ')}] were not consumed`);
@@ -210,11 +210,12 @@ async function disposeRoots(roots: Promise<RootFactory> | undefined): Promise<vo
 }
 
 async function buildStage(
-  stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, options: BuildOptions, session: RegistrySession, bases: BasePulls,
+  stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, options: BuildOptions, session: RegistrySession,
+  bases: BasePulls, lister: BaseFileLister,
 ): Promise<StageImage> {
   const baseName = expandFrom(stage, env);
   log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
-  const base = await startingImage(baseName, stage, model, built, env, options, session, bases);
+  const base = await startingImage(baseName, stage, model, built, env, options, session, bases, lister);
   const builder = new StageBuilder(base, env, stage.index, {
     platform: platformString(options.platform), reproducible: String(options.reproducible),
   });
@@ -243,7 +244,7 @@ async function buildStage(
 /** The stage's base: scratch, a copy of an earlier stage's image, or an image pulled from a registry. */
 async function startingImage(
   baseName: string, stage: Stage, model: DockerfileModel, built: Map<number, StageImage>,
-  env: StageEnvironment, options: BuildOptions, session: RegistrySession, bases: BasePulls,
+  env: StageEnvironment, options: BuildOptions, session: RegistrySession, bases: BasePulls, lister: BaseFileLister,
 ): Promise<StageImage> {
   const line = stage.from.node.startLine;
   const index = baseIndex(model, stage, baseName);
@@ -264,11 +265,10 @@ async function startingImage(
     // A stage that writes files needs the base's listing: it is read in the same pass as the download.
     // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
     // a later stage that needs the files (FROM this one) downloads and lists them then.
-    const lister = new BaseFileLister();
     // With the layer cache, steps that hit need no files: the download waits for a step that does.
     const writesFiles = !options.cache && (stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
       || (pulled.config.config.OnBuild ?? []).length > 0);
-    if (writesFiles) await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
+    if (writesFiles) await fetchListed(pulled, lister, session, env.store, options.registry.imageDownloadRetry);
     const cache = env.cache?.layers;
     const files = writesFiles
       ? lister.view(pulled.layers)
@@ -276,7 +276,7 @@ async function startingImage(
         // An earlier build may have stored the base's listing with the layer cache: no download then.
         const known = await cache?.baseListing(pulled.manifestDigest);
         if (known) return FsView.of(known.entries);
-        await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry, lister.listLayer);
+        await fetchListed(pulled, lister, session, env.store, options.registry.imageDownloadRetry);
         const view = lister.view(pulled.layers);
         cache?.saveBaseListing(pulled.manifestDigest, { entries: view.entries(), whiteouts: [], opaque: [] }, isoSeconds(env.now));
         return view;
@@ -292,6 +292,14 @@ async function startingImage(
     }
     throw e;
   }
+}
+
+/** Downloads a base's layers into the store, listing each as it arrives; layers listed by an earlier stage are not read again. */
+async function fetchListed(pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, store: BlobStore, retries: number): Promise<void> {
+  await Promise.all([
+    fetchLayers(pulled.layers.filter((l) => !lister.has(l)), pulled.source, session, store, retries, lister.listLayer),
+    fetchLayers(pulled.layers.filter((l) => lister.has(l)), pulled.source, session, store, retries),
+  ]);
 }
 
 /** The registry images a Dockerfile's stages start FROM (what `kiln warmer --dockerfile` warms). */
