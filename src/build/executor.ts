@@ -21,7 +21,7 @@ import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder, type StageEnvironment, type StageImage } from './stage-builder.js';
 import type { Isolation, RootFactory } from '../rootfs/create-root.js';
-import { CopySources } from './copy-sources.js';
+import { CopySources, sourceSubset } from './copy-sources.js';
 import { CopyError } from './copy.js';
 import { fetchLayers, type PulledImage } from '../remote/pull-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
@@ -80,7 +80,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       roots: () => (roots ??= makeRootFactory(options)),
       singleSnapshot: options.singleSnapshot,
       forceBuildMetadata: options.forceBuildMetadata,
-      copySource: (from) => copySource(from, current, model, built, copySources, env, options, session),
+      copySource: (from, sources) => copySource(from, sources, current, model, built, copySources, env, options, session),
       copySourceKey: (from) => {
         const stage = stageNamed(model, from);
         return stage ? built.get(stage.index)?.cacheKey : undefined;
@@ -154,7 +154,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
 
 /** COPY --from: an earlier stage by name or index, else an image reference (BuildKit's order). */
 async function copySource(
-  from: string, current: number, model: DockerfileModel, built: Map<number, StageImage>, sources: CopySources,
+  from: string, paths: readonly string[] | undefined, current: number, model: DockerfileModel, built: Map<number, StageImage>, sources: CopySources,
   env: StageEnvironment, options: BuildOptions, session: RegistrySession,
 ): Promise<{ files: BuildContext; name: string }> {
   const stage = stageNamed(model, from);
@@ -162,12 +162,12 @@ async function copySource(
     if (stage.index >= current) throw new CopyError(`COPY --from=${from}: stage ${from} is not defined before this one; a stage can copy only from earlier stages`);
     const image = built.get(stage.index);
     if (!image) throw new CopyError(`COPY --from=${from}: stage ${from} was skipped (--skip-unused-stages) but this stage needs it`);
+    await image.files.ready();
     const files = await sources.files(`stage:${stage.index}`, async () => {
-      await image.files.ready();
       // Layers never downloaded (a base read lazily, cache hits) are downloaded now.
       for (const layer of image.layers) await env.ensureLocal(layer, image.blobSources[0]);
       return image.layers;
-    });
+    }, paths && sourceSubset(paths, image.files));
     return { files, name: `stage ${from}` };
   }
   if (/^\d+$/.test(from)) throw new CopyError(`COPY --from=${from}: there is no stage ${from}`);

@@ -69,7 +69,7 @@ export interface StageEnvironment {
   /** kaniko's --force-build-metadata: an (empty) layer for every instruction that would add history only. */
   forceBuildMetadata: boolean;
   /** COPY --from: the files of an earlier stage (name or index) or of an image. */
-  copySource: (from: string) => Promise<{ files: BuildContext; name: string }>;
+  copySource: (from: string, sources?: readonly string[]) => Promise<{ files: BuildContext; name: string }>;
   /** COPY --from: the cache key of an earlier stage, undefined when `from` names an image. */
   copySourceKey: (from: string) => string | undefined;
   /** The layer cache (--cache), when on. */
@@ -477,8 +477,8 @@ export class StageBuilder {
     if (chmod) parseChmod(chmod); // BuildKit checks --chmod before it reads any source
     // (ADD has no --from: the parser refuses it, as BuildKit's does.)
     const from = ins.from !== undefined ? this.word(ins.from) : undefined;
-    const source = from !== undefined ? await this.env.copySource(from) : { files: this.env.context, name: 'the build context' };
     const sources = ins.sources.map((s) => this.word(s));
+    const source = from !== undefined ? await this.env.copySource(from, sources) : { files: this.env.context, name: 'the build context' };
     const heredocLex = new ShellLex('\\', { skipProcessQuotes: true });
     const inline = ins.inlineSources.map((s) => ({ name: s.name, content: s.expand ? heredocLex.processWord(s.content, this.lookup) : s.content }));
     const rawDest = this.word(ins.dest);
