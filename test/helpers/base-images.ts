@@ -96,15 +96,7 @@ async function writeBusyboxLayout(dir: string): Promise<void> {
   for (const blob of [layer, config, manifest]) {
     await writeFile(join(blobs, sha256(blob).slice('sha256:'.length)), blob);
   }
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(join(dir, 'index.json'), JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.index.v1+json',
-    manifests: [{
-      mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(manifest), size: Buffer.byteLength(manifest),
-      annotations: { 'org.opencontainers.image.ref.name': 'latest' },
-    }],
-  }));
+  await writeLayoutIndex(dir, manifest);
 }
 
 /**
@@ -138,4 +130,17 @@ export async function pushOciLayout(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** An OCI layout's oci-layout and index.json naming `manifest` as "latest" (the blobs are written by the caller). */
+export async function writeLayoutIndex(dir: string, manifest: string): Promise<void> {
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  await writeFile(join(dir, 'index.json'), JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.index.v1+json',
+    manifests: [{
+      mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(manifest), size: Buffer.byteLength(manifest),
+      annotations: { 'org.opencontainers.image.ref.name': 'latest' },
+    }],
+  }));
 }

@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { mustRun, runCommand } from './exec.js';
 import type { TestRegistry } from './registry.js';
-import { goArch, pushOciLayout, sha256 } from './base-images.js';
+import { goArch, pushOciLayout, sha256, writeLayoutIndex } from './base-images.js';
 
 /** On disk rather than in /tmp so that it outlives reboots that clear /tmp. */
 const CACHE_ROOT = '/var/tmp/kiln-test-debian';
@@ -149,15 +149,7 @@ async function writeLayout(rootfs: string, dir: string, mirror: string): Promise
     layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: layer.size }],
   });
   for (const blob of [config, manifest]) await writeFile(join(blobs, sha256(blob).slice('sha256:'.length)), blob);
-  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(join(dir, 'index.json'), JSON.stringify({
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.index.v1+json',
-    manifests: [{
-      mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(manifest), size: Buffer.byteLength(manifest),
-      annotations: { 'org.opencontainers.image.ref.name': 'latest' },
-    }],
-  }));
+  await writeLayoutIndex(dir, manifest);
 }
 
 async function buildLayout(): Promise<string> {

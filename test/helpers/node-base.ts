@@ -10,7 +10,7 @@ import { chmod, cp, link, mkdir, mkdtemp, readFile, readdir, realpath, rename, r
 import { basename, dirname, join } from 'node:path';
 import { mustRun } from './exec.js';
 import type { TestRegistry } from './registry.js';
-import { pushOciLayout, sha256 } from './base-images.js';
+import { pushOciLayout, sha256, writeLayoutIndex } from './base-images.js';
 import { debianLayout, writeLayer } from './debian-base.js';
 
 const CACHE_ROOT = '/var/tmp/kiln-test-node';
@@ -115,15 +115,7 @@ async function buildLayout(debian: string, cached: string): Promise<void> {
       layers: [...debianManifest.layers, { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layer.digest, size: layer.size }],
     });
     for (const blob of [config, manifest]) await writeFile(blobPath(layout, sha256(blob)), blob);
-    await writeFile(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-    await writeFile(join(layout, 'index.json'), JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.index.v1+json',
-      manifests: [{
-        mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(manifest), size: Buffer.byteLength(manifest),
-        annotations: { 'org.opencontainers.image.ref.name': 'latest' },
-      }],
-    }));
+    await writeLayoutIndex(layout, manifest);
     try {
       await rename(layout, cached);
     } catch (e) {
