@@ -4,7 +4,7 @@ import { isAbsolute, join, posix, resolve } from 'node:path';
 import { buildImage } from '../build/executor.js';
 import { ContextError } from '../context/build-context.js';
 import { contextWorkDir, materializeContext, parseContextSource } from '../context/context-source.js';
-import { useRemoteTrust } from '../context/remote-file.js';
+import { downloadFile, useRemoteTrust } from '../context/remote-file.js';
 import { redactUrl } from '../context/remote-source.js';
 import type { BuildOptions, CacheOptions } from '../build/options.js';
 import { LOG_FORMATS, LOG_LEVELS, log, type LogFormat, type LogLevel } from '../log/logger.js';
@@ -125,7 +125,6 @@ export async function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.Proc
   const kanikoDir = absolute(str('kaniko-dir')) ?? '/kaniko';
   useRemoteTrust(registry); // ADD <url>, https:// and git contexts trust kiln's extra CAs too
   const dockerfile = str('dockerfile') ?? 'Dockerfile';
-  if (/^https?:\/\//.test(dockerfile)) throw new UsageError('a Dockerfile URL is not supported yet (planned in issue #5); give a path');
   const options: BuildOptions = {
     contextDir: '', // set last: fetching a remote context waits until every flag is known to be valid
     dockerfilePath: '',
@@ -169,7 +168,8 @@ export async function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.Proc
     }) : undefined,
   };
   options.contextDir = await resolveContext(str('context') ?? '/workspace/', list('git'), str('context-sub-path'), contextWorkDir(isolation, kanikoDir), env);
-  options.dockerfilePath = resolveDockerfile(dockerfile, options.contextDir);
+  // kaniko's --dockerfile URL: downloaded with kiln's CAs, as ADD <url> is.
+  options.dockerfilePath = /^https?:\/\//i.test(dockerfile) ? (await downloadFile(dockerfile)).path : resolveDockerfile(dockerfile, options.contextDir);
   return options;
 }
 

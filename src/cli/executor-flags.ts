@@ -15,7 +15,7 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'context', short: 'c', kind: 'string', default: '/workspace/', description: 'The build context: a directory (or dir://path), tar://path.tar[.gz], tar://stdin, https://host/context.tar.gz, or git://host/repo[#ref[#commit]]' },
   { name: 'context-sub-path', kind: 'string', description: 'Directory within a "://" context to use as the context (ignored for a plain directory, as in kaniko)' },
   { name: 'git', kind: 'list', description: 'git:// context options: branch=NAME,single-branch=BOOL,recurse-submodules=BOOL,insecure-skip-tls=BOOL (repeatable)' },
-  { name: 'dockerfile', short: 'f', kind: 'string', default: 'Dockerfile', description: 'Path to the Dockerfile (relative paths: the working directory, then the context)' },
+  { name: 'dockerfile', short: 'f', kind: 'string', default: 'Dockerfile', description: 'Path to the Dockerfile (relative paths: the working directory, then the context), or an http(s) URL' },
   { name: 'destination', short: 'd', kind: 'list', description: 'Image reference to push to (repeatable)' },
   { name: 'no-push', kind: 'bool', default: false, env: 'KANIKO_NO_PUSH', description: 'Do not push the image to the registry' },
   { name: 'tar-path', kind: 'string', description: 'Write the image as a docker-archive tarball to this path' },

@@ -138,6 +138,25 @@ describe('ADD <url>: BuildKit-only flags and failures', () => {
     assert.match(refused, /Dockerfile:2: failed to download http:\/\/127\.0\.0\.1:9\/x\.txt: connection refused by 127\.0\.0\.1:9$/);
   });
 
+  it('builds from a --dockerfile URL, as kaniko does, and names a missing one', async () => {
+    files.files.set('/files/remote.Dockerfile', { content: `FROM ${fx.base}\nCOPY local.txt /from-context.txt\n` });
+    const ctx = join(fx.dir, 'remote-dockerfile');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'local.txt'), 'from the context\n');
+    const tag = `${fx.registry.host}/remote/dockerfile:1`;
+    const r = await kiln(['executor', '-c', ctx, '-f', `${files.url}/files/remote.Dockerfile`, '-d', tag]);
+    assert.equal(r.code, 0, r.stderr);
+    await docker(['pull', '-q', tag]);
+    try {
+      assert.equal(await docker(['run', '--rm', tag, 'cat', '/from-context.txt']), 'from the context\n');
+    } finally {
+      await docker(['rmi', tag]);
+    }
+    const missing = await kiln(['executor', '-c', ctx, '-f', `${files.url}/files/none.Dockerfile`, '--no-push']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr.trim().split('\n').at(-1)!, /^kiln: failed to download http:\/\/127\.0\.0\.1:\d+\/files\/none\.Dockerfile: HTTP 404 Not Found$/);
+  });
+
   describe('https with kiln\'s extra CA certificates', () => {
     let ca: TestCa;
     let secure: FileServer;
