@@ -14,15 +14,15 @@
 // metadata, anything else is replaced; owners are the members' numeric ids, or --chown's for every
 // member when it is given; --chmod does not apply to members; ".wh." names are ordinary files (they
 // do become whiteouts for whoever applies the layer, as with BuildKit's own layers).
-import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract, type Header } from 'tar-stream';
 import type { LayerEntry } from '../layer/layer-writer.js';
+import { MissingProgramError, ProgramFilter } from '../layer/program-filter.js';
 import { zstdProgram } from '../layer/zstd.js';
 import { log } from '../log/logger.js';
 import { entryMeta, PaxTap } from '../rootfs/tar-headers.js';
@@ -35,7 +35,8 @@ export type Compression = 'none' | 'gzip' | 'bzip2' | 'xz' | 'zstd';
 const BLOCK = 512;
 /** How much decompressed data the archive check looks at (a first header and, after a long name or PAX header, the next). */
 const SNIFF_BYTES = 64 << 10;
-const DECOMPRESSORS: Record<'bzip2' | 'xz' | 'zstd', string> = { bzip2: 'bzip2', xz: 'xz', zstd: 'zstd' };
+/** The programs (named like the compressions) that decompress what Node.js cannot, by Debian package. */
+const DEBIAN_PACKAGES: Record<'bzip2' | 'xz' | 'zstd', string> = { bzip2: 'bzip2', xz: 'xz-utils', zstd: 'zstd' };
 
 /** The compression its first bytes say a file has, as go-archive's compression.Detect reads them. */
 export function compressionOf(head: Buffer): Compression {
@@ -150,8 +151,6 @@ async function readPrefix(stream: Readable, limit: number): Promise<Buffer | und
   return Buffer.concat(chunks);
 }
 
-class MissingProgramError extends Error {}
-
 /** The file's content, decompressed. Errors (of the decompressor included) come out of the stream. */
 function decompressed(path: string, compression: Compression): Readable {
   const file = createReadStream(path);
@@ -162,31 +161,13 @@ function decompressed(path: string, compression: Compression): Readable {
     gunzip.on('close', () => file.destroy()); // a reader that stops early closes the file too
     return file.pipe(gunzip);
   }
-  const program = DECOMPRESSORS[compression];
-  const out = new PassThrough();
   // zstd as layers use it: in kiln's image, the copy under /kaniko (src/layer/zstd.ts).
-  const command = compression === 'zstd' ? zstdProgram() : { file: program, prefix: [] };
-  const child = spawn(command.file, [...command.prefix, '-d', '-c', '-q'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => { if (stderr.length < 4096) stderr += d.toString(); });
-  child.on('error', (e: NodeJS.ErrnoException) => {
-    out.destroy(e.code === 'ENOENT'
-      ? new MissingProgramError(`ADD of a ${compression}-compressed archive needs the "${program}" program, which is not installed (Debian package ${program === 'zstd' ? 'zstd' : program === 'xz' ? 'xz-utils' : 'bzip2'})`)
-      : e);
-  });
-  child.on('close', (code, signal) => {
-    if (code !== 0 && !out.destroyed) out.destroy(new Error(`${program} -dc failed (${signal ?? `exit status ${code}`}): ${stderr.trim()}`));
-  });
-  // A consumer that has read enough (the archive check) stops the decompressor.
-  out.on('close', () => {
-    file.destroy();
-    if (child.exitCode === null) child.kill();
-  });
-  child.stdin.on('error', () => {}); // the decompressor may exit before reading everything
-  file.on('error', (e) => out.destroy(e));
-  file.pipe(child.stdin);
-  child.stdout.pipe(out, { end: true });
-  return out;
+  const program = compression === 'zstd' ? zstdProgram() : { file: compression, prefix: [] };
+  const filter = new ProgramFilter(program, ['-d', '-c', '-q'], `ADD of a ${compression}-compressed archive`, { name: compression, debianPackage: DEBIAN_PACKAGES[compression] });
+  file.on('error', (e) => filter.destroy(e));
+  // A consumer that has read enough (the archive check) stops the decompressor and closes the file.
+  filter.on('close', () => file.destroy());
+  return file.pipe(filter);
 }
 
 export interface ExtractOptions {
