@@ -7,6 +7,8 @@ import { join } from 'node:path';
 import { BuildContext } from '../context/build-context.js';
 import type { BlobStore } from '../image/blob-store.js';
 import type { Descriptor } from '../image/types.js';
+import type { LayerListing } from '../cache/layer-listing.js';
+import { log } from '../log/logger.js';
 import { hasGlobMeta } from '../context/go-glob.js';
 import { relative, type FsView } from './fs-view.js';
 
@@ -14,35 +16,48 @@ import { relative, type FsView } from './fs-view.js';
 export interface SourceSubset {
   id: string;
   keep: (path: string) => boolean;
+  /** Whether a layer with this listing writes or deletes anything kept: a layer that does not is never read. */
+  touches: (listing: LayerListing) => boolean;
+}
+
+/** A stage's or image's layers, in order; `ensure` makes one present in the blob store (a download, perhaps). */
+export interface SourceLayers {
+  layers: () => Promise<readonly Descriptor[]>;
+  ensure?: (layer: Descriptor) => Promise<void>;
 }
 
 export class CopySources {
   private readonly unpacked = new Map<string, Promise<BuildContext>>();
   private readonly dirs: string[] = [];
 
-  constructor(private readonly store: BlobStore) {}
+  /** `listing` gives a layer's listing when the build has read one (base layers, cache hits). */
+  constructor(private readonly store: BlobStore, private readonly listing: (layer: Descriptor) => LayerListing | undefined = () => undefined) {}
 
   /**
-   * The files of `key` (a stage or an image), whose layers `layers()` makes present in the blob store;
-   * with `subset`, only the paths it keeps are written (every layer is still read, in order).
+   * The files of `key` (a stage or an image). With `subset`, only the paths it keeps are written,
+   * and a layer whose listing shows nothing kept is neither downloaded nor read.
    */
-  files(key: string, layers: () => Promise<readonly Descriptor[]>, subset?: SourceSubset): Promise<BuildContext> {
+  files(key: string, source: SourceLayers, subset?: SourceSubset): Promise<BuildContext> {
     const id = subset ? `${key}\0${subset.id}` : key;
     let files = this.unpacked.get(id);
     if (!files) {
-      files = this.unpack(layers, subset?.keep);
+      files = this.unpack(key, source, subset);
       this.unpacked.set(id, files);
     }
     return files;
   }
 
-  private async unpack(layers: () => Promise<readonly Descriptor[]>, keep?: (path: string) => boolean): Promise<BuildContext> {
+  private async unpack(key: string, source: SourceLayers, subset?: SourceSubset): Promise<BuildContext> {
     const dir = await mkdtemp(join(tmpdir(), 'kiln-from-'));
     this.dirs.push(dir);
-    for (const layer of await layers()) {
+    const layers = await source.layers();
+    const needed = subset ? layers.filter((layer) => { const l = this.listing(layer); return !l || subset.touches(l); }) : layers;
+    if (needed.length < layers.length) log.debug(`COPY --from ${key}: reading ${needed.length} of ${layers.length} layers; the others hold nothing it copies`);
+    for (const layer of needed) {
+      await source.ensure?.(layer);
       const { extractLayer } = await import('../rootfs/extract-layer.js'); // only builds with COPY --from need it
       await extractLayer(this.store.openVerified(layer.digest), dir, {
-        whiteouts: 'apply', layerName: layer.digest, ...(keep ? { ignore: (p: string) => !keep(p) } : {}),
+        whiteouts: 'apply', layerName: layer.digest, ...(subset ? { ignore: (p: string) => !subset.keep(p) } : {}),
       });
     }
     return BuildContext.plain(dir);
@@ -71,10 +86,16 @@ export function sourceSubset(sources: readonly string[], view: FsView): SourceSu
     const resolved = view.resolve(literal)?.path ?? view.resolveParents(literal, true);
     roots.add(relative(resolved));
   }
-  const under = (path: string): boolean => [...roots].some((r) => path === r || path.startsWith(r + '/'));
-  const keep = (path: string): boolean => path === '' || under(path) || [...roots].some((r) => r.startsWith(path + '/'));
+  const list = [...roots];
+  const under = (path: string): boolean => list.some((r) => path === r || path.startsWith(r + '/'));
+  /** A strict parent of a source: kept (extraction needs the directories), but only a non-directory there changes what is copied. */
+  const above = (path: string): boolean => path === '' || list.some((r) => r.startsWith(path + '/'));
+  const keep = (path: string): boolean => under(path) || above(path);
   for (const e of view.entries()) {
     if (e.type === 'hardlink' && e.linkname !== undefined && under(relative(e.path)) && !under(relative(e.linkname))) return undefined;
   }
-  return { id: [...roots].sort().join('\0'), keep };
+  const touches = (listing: LayerListing): boolean =>
+    listing.entries.some((e) => under(e.path) || (e.type !== 'dir' && above(e.path))) ||
+    listing.whiteouts.some((p) => under(p) || above(p)) || listing.opaque.some((p) => under(p) || above(p));
+  return { id: list.sort().join('\0'), keep, touches };
 }

@@ -60,11 +60,11 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   const context = await BuildContext.open(options.contextDir, options.dockerfilePath);
   const store = await BlobStore.createTemp('kiln-build-');
   let roots: Promise<RootFactory> | undefined;
-  const copySources = new CopySources(store);
+  const lister = new BaseFileLister();
+  const copySources = new CopySources(store, (layer) => (lister.has(layer) ? lister.listing(layer) : undefined));
   let current = 0;
   const built = new Map<number, StageImage>();
   const cache = createLayerCache(options, session, store);
-  const lister = new BaseFileLister();
   try {
     const env: StageEnvironment = {
       context, store,
@@ -132,14 +132,19 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     }
     config.created = isoSeconds(env.created ?? (options.reproducible ? new Date(0) : env.now));
     const image = await assembleImage(config, final.layers, store, final.family);
-    await disposeRoots(roots);
-    await copySources.dispose();
+    // Deleting the roots' files (thousands: seconds on slow disks) overlaps the push in chroot
+    // isolation. Container isolation's --cleanup wipes "/" before anything else happens, as in kaniko.
+    const teardown = Promise.all([disposeRoots(roots), copySources.dispose()]);
+    teardown.catch(() => undefined); // awaited, and so reported, by dispose()
+    if (options.isolation === 'container') await teardown;
     const remoteLayers = new Map([...env.remoteLayers].filter(([digest]) => final.layers.some((l) => l.digest === digest)));
     return {
       image, blobSources: [...final.blobSources, ...(cache?.location ? [cache.location] : [])], remoteLayers,
       dispose: async () => {
+        const failed = await teardown.then(() => undefined, (e: unknown) => e);
         await cache?.flush();
         await store.dispose();
+        if (failed) throw failed;
       },
     };
   } catch (e) {
@@ -163,15 +168,15 @@ async function copySource(
     const image = built.get(stage.index);
     if (!image) throw new CopyError(`COPY --from=${from}: stage ${from} was skipped (--skip-unused-stages) but this stage needs it`);
     await image.files.ready();
-    const files = await sources.files(`stage:${stage.index}`, async () => {
-      // Layers never downloaded (a base read lazily, cache hits) are downloaded now.
-      for (const layer of image.layers) await env.ensureLocal(layer, image.blobSources[0]);
-      return image.layers;
+    const files = await sources.files(`stage:${stage.index}`, {
+      layers: async () => image.layers,
+      // Layers never downloaded (a base read lazily, cache hits) are downloaded when needed.
+      ensure: (layer) => env.ensureLocal(layer, image.blobSources[0]),
     }, paths && sourceSubset(paths, image.files));
     return { files, name: `stage ${from}` };
   }
   if (/^\d+$/.test(from)) throw new CopyError(`COPY --from=${from}: there is no stage ${from}`);
-  const files = await sources.files(`image:${from}`, async () => {
+  const files = await sources.files(`image:${from}`, { layers: async () => {
     try {
       const pulled = await pullBase(from, env.store, options, session);
       await fetchLayers(pulled.layers, pulled.source, session, env.store, options.registry.imageDownloadRetry);
@@ -184,7 +189,7 @@ async function copySource(
       }
       throw e;
     }
-  });
+  } });
   return { files, name: `image ${from}` };
 }
 

@@ -45,4 +45,21 @@ describe('sourceSubset', () => {
     const linked = FsView.of([dir('app'), link('app/tool', 'usr/bin/tool', 'hardlink'), dir('usr'), dir('usr/bin'), file('usr/bin/tool')]);
     assert.equal(sourceSubset(['/app'], linked), undefined);
   });
+
+  it('tells which layers hold something it copies, so the others are never read', () => {
+    const subset = sourceSubset(['/app/src'], view)!;
+    const listing = (entries: LayerEntry[], whiteouts: string[] = [], opaque: string[] = []) => ({ entries, whiteouts, opaque });
+    // Parent directories alone change nothing copied; a base's /usr is irrelevant.
+    assert.equal(subset.touches(listing([dir('app'), dir('usr'), file('usr/bin/tool')])), false);
+    assert.equal(subset.touches(listing([dir('app/src'), file('app/src/index.js')])), true);
+    assert.equal(subset.touches(listing([file('app/src/other.js')])), true);
+    // A parent replaced by a file or a symlink, or deleted, or made opaque, changes what is copied.
+    assert.equal(subset.touches(listing([file('app')])), true);
+    assert.equal(subset.touches(listing([link('app', 'usr')])), true);
+    assert.equal(subset.touches(listing([], ['app'])), true);
+    assert.equal(subset.touches(listing([], ['app/src/index.js'])), true);
+    assert.equal(subset.touches(listing([], ['application'])), false);
+    assert.equal(subset.touches(listing([], [], ['app'])), true);
+    assert.equal(subset.touches(listing([], [], ['usr'])), false);
+  });
 });
