@@ -9,7 +9,7 @@ import { targetStageIndex, toStages, type DockerfileModel, type Stage } from '..
 import { toInstruction } from '../dockerfile/instructions.js';
 import { BlobStore, DigestMismatchError } from '../image/blob-store.js';
 import { assembleImage, type BuiltImage } from '../image/image.js';
-import type { ImageConfig, Platform } from '../image/types.js';
+import type { Descriptor, ImageConfig, Platform } from '../image/types.js';
 import { platformString } from '../image/platform.js';
 import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
@@ -21,6 +21,7 @@ import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder, type StageEnvironment, type StageImage } from './stage-builder.js';
 import type { Isolation, RootFactory } from '../rootfs/create-root.js';
+import { storedLayer } from '../rootfs/build-root.js';
 import { CopySources, sourceSubset } from './copy-sources.js';
 import { CopyError } from './copy.js';
 import { fetchLayers, type PulledImage } from '../remote/pull-image.js';
@@ -271,7 +272,9 @@ async function startingImage(
     // With the layer cache, steps that hit need no files: the download waits for a step that does.
     const writesFiles = !options.cache && (stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
       || (pulled.config.config.OnBuild ?? []).length > 0);
-    if (writesFiles) await fetchListed(pulled, lister, session, env.store, options.registry.imageDownloadRetry);
+    const runs = options.isolation === 'chroot' && stage.instructions.some((i) => i.kind === 'run');
+    if (writesFiles && runs) await fetchUnpacked(pulled, lister, session, env, options.registry.imageDownloadRetry);
+    else if (writesFiles) await fetchListed(pulled, lister, session, env.store, options.registry.imageDownloadRetry);
     const cache = env.cache?.layers;
     const files = writesFiles
       ? lister.view(pulled.layers)
@@ -303,6 +306,28 @@ async function fetchListed(pulled: PulledImage, lister: BaseFileLister, session:
     fetchLayers(pulled.layers.filter((l) => !lister.has(l)), pulled.source, session, store, retries, lister.listLayer),
     fetchLayers(pulled.layers.filter((l) => lister.has(l)), pulled.source, session, store, retries),
   ]);
+}
+
+/**
+ * For a stage that will RUN on overlayfs: each base layer is unpacked for the RUN root (on a worker
+ * thread) as soon as it is downloaded, and listed in that same pass, rather than listed now and
+ * decompressed again at the first RUN. Roots that unpack only when made list the ordinary way.
+ */
+async function fetchUnpacked(pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, env: StageEnvironment, retries: number): Promise<void> {
+  const roots = await env.roots();
+  if (!roots.unpack) return fetchListed(pulled, lister, session, env.store, retries);
+  const listings: Promise<void>[] = [];
+  // Read from the store: an extraction that failed is tried again by the RUN, which reports it.
+  const listStored = (layer: Descriptor): Promise<void> => lister.listLayer(layer, env.store.openVerified(layer.digest));
+  const downloads = fetchLayers(pulled.layers, pulled.source, session, env.store, retries, undefined, (layer) => {
+    const unpacked = roots.unpack!(storedLayer(env.store, layer.digest));
+    if (lister.has(layer)) unpacked.catch(() => undefined);
+    else listings.push(unpacked.then((listing) => (listing ? lister.add(layer, listing) : listStored(layer)), () => listStored(layer)));
+  });
+  const [downloaded] = await Promise.allSettled([downloads]);
+  const results = [downloaded, ...(await Promise.allSettled(listings))];
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /** The registry images a Dockerfile's stages start FROM (what `kiln warmer --dockerfile` warms). */

@@ -16,7 +16,7 @@ import { goDuration, goList, goQuotedList } from './go-format.js';
 import { resolveChown, UserLookupError, type Identity } from './users.js';
 import { ContextError } from '../context/build-context.js';
 import type { CommandLineInstruction as RunInstruction } from '../dockerfile/instructions.js';
-import type { BuildRoot } from '../rootfs/build-root.js';
+import { storedLayer, type BuildRoot } from '../rootfs/build-root.js';
 import type { RootFactory } from '../rootfs/create-root.js';
 import { SandboxSetupError } from '../isolation/step-process.js';
 import { snapshotLayerEntries } from '../snapshot/snapshot.js';
@@ -243,7 +243,7 @@ export class StageBuilder {
       // A root made for an earlier step that missed gets the layer too.
       await this.image.files.ready();
       await this.env.ensureLocal(descriptor, hit.source);
-      await this.root.addLayer({ digest: descriptor.digest, open: async () => this.env.store.openVerified(descriptor.digest) });
+      await this.root.addLayer(storedLayer(this.env.store, descriptor.digest));
     }
   }
 
@@ -421,7 +421,7 @@ export class StageBuilder {
     for (const layer of this.rootLayers) {
       // With the cache, the files may be known from listings while the layers are still remote.
       await this.env.ensureLocal(layer, this.image.blobSources[0]);
-      await root.addLayer({ digest: layer.digest, open: async () => this.env.store.openVerified(layer.digest) });
+      await root.addLayer(storedLayer(this.env.store, layer.digest));
     }
     this.root = root;
     return root;
@@ -529,7 +529,7 @@ export class StageBuilder {
     this.rootLayers.push(written.descriptor);
     this.image.files.apply(entries);
     // A root already made for RUN gets the layer too, so later steps see the files.
-    await this.root?.addLayer({ digest: written.descriptor.digest, open: async () => this.env.store.openVerified(written.descriptor.digest) });
+    await this.root?.addLayer(storedLayer(this.env.store, written.descriptor.digest));
     if (this.squashed) return this.history(createdBy);
     this.image.config.history.push({ created: this.created(), created_by: createdBy });
   }

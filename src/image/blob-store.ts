@@ -108,24 +108,7 @@ export class BlobStore {
 
   /** A read stream that errors with DigestMismatchError if the bytes do not hash to `digest`. */
   openVerified(digest: string): Readable {
-    const path = this.path(digest);
-    const hash = createHash('sha256');
-    const check = new Transform({
-      transform(chunk: Buffer, _enc, done: TransformCallback) {
-        hash.update(chunk);
-        done(null, chunk);
-      },
-      flush(done: TransformCallback) {
-        const actual = 'sha256:' + hash.digest('hex');
-        done(actual === digest ? null : new DigestMismatchError(`blob ${digest} is corrupt: its content hashes to ${actual}`));
-      },
-    });
-    const source = createReadStream(path);
-    source.on('error', (e: NodeJS.ErrnoException) => {
-      check.destroy(e.code === 'ENOENT' ? new Error(`blob ${digest} is not in the blob store ${this.dir}`, { cause: e }) : e);
-    });
-    check.on('close', () => source.destroy()); // a reader that stops early must not leak the file descriptor
-    return source.pipe(check);
+    return openVerifiedFile(this.path(digest), digest, `the blob store ${this.dir}`);
   }
 
   /** A small blob (a manifest, a config) whole, verified; a corrupt one rejects with DigestMismatchError. */
@@ -148,6 +131,27 @@ export class BlobStore {
     await mkdir(dir, { recursive: true });
     return join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
   }
+}
+
+/** A blob's file as a read stream that errors with DigestMismatchError if the bytes do not hash to `digest` (`where` names the store in errors). */
+export function openVerifiedFile(path: string, digest: string, where: string): Readable {
+  const hash = createHash('sha256');
+  const check = new Transform({
+    transform(chunk: Buffer, _enc, done: TransformCallback) {
+      hash.update(chunk);
+      done(null, chunk);
+    },
+    flush(done: TransformCallback) {
+      const actual = 'sha256:' + hash.digest('hex');
+      done(actual === digest ? null : new DigestMismatchError(`blob ${digest} is corrupt: its content hashes to ${actual}`));
+    },
+  });
+  const source = createReadStream(path);
+  source.on('error', (e: NodeJS.ErrnoException) => {
+    check.destroy(e.code === 'ENOENT' ? new Error(`blob ${digest} is not in ${where}`, { cause: e }) : e);
+  });
+  check.on('close', () => source.destroy()); // a reader that stops early must not leak the file descriptor
+  return source.pipe(check);
 }
 
 export function sha256Digest(data: Buffer): string {

@@ -99,18 +99,25 @@ export function choosePlatform(index: Index, wanted: Platform, name: string): De
 /**
  * Downloads the image's layers into the store (several at once), skipping blobs already there.
  * `inspect`, when given, reads each layer's bytes in the same pass as the download (or from the
- * store when the blob was already there), so a layer is not read twice.
+ * store when the blob was already there), so a layer is not read twice. `stored` hears of each
+ * layer as soon as it is in the store (before the others have arrived).
  */
 export async function fetchLayers(
   layers: readonly Descriptor[], source: { registry: string; repository: string }, session: RegistrySession, store: BlobStore, retries: number,
-  inspect?: (layer: Descriptor, bytes: Readable) => Promise<void>,
+  inspect?: (layer: Descriptor, bytes: Readable) => Promise<void>, stored?: (layer: Descriptor) => void,
 ): Promise<void> {
   const client = session.client(source.registry, source.repository, 'pull');
   await forEachLimited(layers, 3, async (layer) => {
     if (await store.has(layer.digest)) {
+      stored?.(layer);
       if (inspect) await inspect(layer, store.openVerified(layer.digest));
       return;
     }
+    await fetchOne(layer);
+    stored?.(layer);
+  });
+
+  async function fetchOne(layer: Descriptor): Promise<void> {
     await withRetries(retries, async () => {
       const writer = await store.createWriter();
       const copy = new PassThrough();
@@ -126,7 +133,7 @@ export async function fetchLayers(
         throw e;
       }
     });
-  });
+  }
 }
 
 /** Copies `body` into `sink` and into `copy` (read by `reader`) at once; backpressure from either slows the download. */

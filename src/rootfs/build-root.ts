@@ -4,6 +4,7 @@
 // without overlayfs, or "/" itself in container isolation) implement it.
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import type { BlobStore } from '../image/blob-store.js';
 import type { StepProcess } from '../isolation/step-process.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import type { Snapshot } from '../snapshot/snapshot.js';
@@ -15,6 +16,13 @@ export interface LayerSource {
   /** Content digest of the (compressed) layer blob; names it in errors and caches. */
   digest: string;
   open(): Promise<Readable>;
+  /** The blob's file, when it is one: overlay roots then extract it on a worker thread. */
+  path?: string;
+}
+
+/** A layer blob in the build's blob store, as a root takes it. */
+export function storedLayer(store: BlobStore, digest: string): LayerSource {
+  return { digest, path: store.path(digest), open: async () => store.openVerified(digest) };
 }
 
 export interface StepOutcome {

@@ -10,7 +10,8 @@ import { log } from '../log/logger.js';
 import { sandboxBinary } from '../isolation/sandbox-binary.js';
 import type { SnapshotMode } from '../snapshot/walk-snapshot.js';
 import { isIgnored } from '../snapshot/tree-walk.js';
-import type { BuildRoot } from './build-root.js';
+import type { LayerListing } from '../cache/layer-listing.js';
+import type { BuildRoot, LayerSource } from './build-root.js';
 import { DirectoryRoot } from './directory-root.js';
 import { LayerDirectories, OverlayRoot } from './overlay-root.js';
 
@@ -34,6 +35,11 @@ export interface RootFactory {
   readonly description: string;
   /** A root for the next stage (container isolation: "/" wiped back to empty but for ignored paths). */
   create(): Promise<BuildRoot>;
+  /**
+   * Unpacks a layer that a root of this build will need, before any root asks (overlay roots only:
+   * others unpack in create()), listing it in the same pass; undefined when it was not listed.
+   */
+  unpack?(layer: LayerSource): Promise<LayerListing | undefined>;
   dispose(): Promise<void>;
 }
 
@@ -43,7 +49,7 @@ export async function createRootFactory(options: RootOptions): Promise<RootFacto
   // KILN_OVERLAY=0 forces the walk (troubleshooting, and the tests of the fallback).
   if (process.env['KILN_OVERLAY'] !== '0' && await overlayWorks(join(work, 'probe'))) {
     const dirs = new LayerDirectories(work, options.extractRetries);
-    return { description: 'chroot isolation on overlayfs', create: async () => new OverlayRoot(dirs), dispose: () => dirs.dispose() };
+    return { description: 'chroot isolation on overlayfs', create: async () => new OverlayRoot(dirs), unpack: (layer) => dirs.unpack(layer), dispose: () => dirs.dispose() };
   }
   log.info('overlayfs is not used here: RUN snapshots compare the whole tree before and after each step');
   let n = 0;

@@ -15,6 +15,7 @@ import { extract, type Header } from 'tar-stream';
 import { makeNodes, MknodError, type NodeRecord } from '../isolation/sandbox-binary.js';
 import { decompressLayer } from '../layer/decompress.js';
 import { log } from '../log/logger.js';
+import type { ListingCollector } from '../cache/layer-listing.js';
 import { applyMeta, entryMeta, isId, PaxTap, setXattrs, type Meta } from './tar-headers.js';
 import { cleanPath, joinPath, ScopedResolver, ScopeError, splitPath } from './scoped-path.js';
 
@@ -24,6 +25,10 @@ export interface ExtractOptions {
   layerName: string;
   /** In-image paths (relative, no leading "/", e.g. "proc", "kaniko/x") never written nor deleted; entries at or below them are skipped silently. */
   ignore?: (path: string) => boolean;
+  /** Where warnings go (left-out xattrs and device nodes); the log by default. */
+  warn?: (message: string) => void;
+  /** Also lists the layer, in the same pass (what a base's listing would read separately). */
+  list?: ListingCollector;
 }
 
 export interface ExtractStats {
@@ -102,9 +107,13 @@ class Extractor {
   private readonly dirTimes = new Map<string, Date>();
   private readonly xattrFailures: string[] = [];
   private readonly ignore: (path: string) => boolean;
+  private readonly warn: (message: string) => void;
+  /** The content of the entry being written, when the listing keeps it. */
+  private captured?: Buffer[];
 
   constructor(root: string, private readonly options: ExtractOptions) {
     this.ignore = options.ignore ?? (() => false);
+    this.warn = options.warn ?? ((message) => log.warn(message));
     this.resolver = new ScopedResolver(root, this.ignore, (host, path) => {
       this.pending.delete(host);
       this.markWritten(path);
@@ -118,6 +127,8 @@ class Extractor {
     } catch (e) {
       throw this.corrupt(header.name, (e as Error).message);
     }
+    const list = this.options.list;
+    this.captured = list?.wantsContent(header) ? [] : undefined;
     try {
       const written = await this.place(header, stream, pax);
       if (!written) this.stats.skipped++;
@@ -128,6 +139,7 @@ class Extractor {
     }
     // Whatever place() did not read (content of a skipped file, of a symlink…) is read past here.
     await drain(stream).catch((e: Error) => { throw this.corrupt(header.name, e.message); });
+    list?.add(header, this.captured && Buffer.concat(this.captured));
   }
 
   /** Writes one entry (or applies a whiteout); false when it is left out. */
@@ -206,6 +218,7 @@ class Extractor {
       try {
         for await (const chunk of stream as AsyncIterable<Buffer>) {
           buffered.push(chunk);
+          this.captured?.push(chunk);
           if ((bufferedBytes += chunk.length) >= WRITE_BUFFER) flush();
         }
       } catch (e) {
@@ -384,7 +397,7 @@ class Extractor {
       if (lstatSync(host, { throwIfNoEntry: false })?.isDirectory()) lutimesSync(host, mtime, mtime);
     }
     if (this.xattrFailures.length > 0) {
-      log.warn(`layer ${this.options.layerName}: ${this.xattrFailures.length} extended attribute(s) not supported here and left out, e.g. ${this.xattrFailures[0]}`);
+      this.warn(`layer ${this.options.layerName}: ${this.xattrFailures.length} extended attribute(s) not supported here and left out, e.g. ${this.xattrFailures[0]}`);
     }
   }
 
@@ -405,7 +418,7 @@ class Extractor {
       await makeNodes(retry.map((n) => n.record));
       const skipped = nodes.length - made.length - retry.length;
       this.stats.skipped += skipped;
-      log.warn(`layer ${this.options.layerName}: no permission to create device nodes, ${skipped} left out (${e.message})`);
+      this.warn(`layer ${this.options.layerName}: no permission to create device nodes, ${skipped} left out (${e.message})`);
       return [...made, ...retry];
     }
   }

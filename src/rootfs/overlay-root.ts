@@ -4,16 +4,27 @@
 // Layer directories are shared by every stage of a build, so a stage FROM an earlier one reuses them.
 import { chmod, chown, mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
+import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
 import { extractLayer } from './extract-layer.js';
+import { extractInWorker } from './extract-in-worker.js';
 import { withExtractRetries } from './extract-retries.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 
+/** A layer's directory (relative to the work dir) and, when kiln extracted it, its listing. */
+interface Extracted {
+  dir: string;
+  listing?: LayerListing;
+}
+
 /** The per-build store of extracted layers: <work>/l/<n>, one per layer digest. */
 export class LayerDirectories {
-  private readonly byDigest = new Map<string, Promise<string>>();
+  private readonly byDigest = new Map<string, Promise<Extracted>>();
   private next = 0;
+  /** Layers extracted at once: one per core (each is bound by file creation in the kernel). */
+  private readonly slots = new Slots(Math.max(1, Math.min(4, availableParallelism())));
 
   constructor(readonly workDir: string, private readonly extractRetries = 0) {}
 
@@ -22,35 +33,54 @@ export class LayerDirectories {
     return `${prefix}/${this.next++}`;
   }
 
-  get(layer: LayerSource): Promise<string> {
-    let dir = this.byDigest.get(layer.digest);
-    if (!dir) {
-      dir = this.extract(layer);
-      this.byDigest.set(layer.digest, dir);
-      dir.catch(() => this.byDigest.delete(layer.digest));
+  /**
+   * Extracts a layer a root will soon need (a base layer just downloaded), listing it in the same
+   * pass: the listing, or undefined when the layer was not extracted here (a step's own upper dir).
+   */
+  unpack(layer: LayerSource): Promise<LayerListing | undefined> {
+    return this.entry(layer).then((e) => e.listing);
+  }
+
+  async get(layer: LayerSource): Promise<string> {
+    return (await this.entry(layer)).dir;
+  }
+
+  private entry(layer: LayerSource): Promise<Extracted> {
+    let entry = this.byDigest.get(layer.digest);
+    if (!entry) {
+      entry = this.extract(layer);
+      this.byDigest.set(layer.digest, entry);
+      entry.catch(() => this.byDigest.delete(layer.digest));
     }
-    return dir;
+    return entry;
   }
 
   /** Registers a directory kiln made (a step's upper dir) as the content of a layer digest. */
   adopt(digest: string, dir: string): void {
-    if (!this.byDigest.has(digest)) this.byDigest.set(digest, Promise.resolve(dir));
+    if (!this.byDigest.has(digest)) this.byDigest.set(digest, Promise.resolve({ dir }));
   }
 
-  private async extract(layer: LayerSource): Promise<string> {
+  private async extract(layer: LayerSource): Promise<Extracted> {
     const rel = this.allocate('l');
     const abs = join(this.workDir, rel);
-    await withExtractRetries(this.extractRetries, layer.digest, async () => {
+    let listing: LayerListing | undefined;
+    await this.slots.run(() => withExtractRetries(this.extractRetries, layer.digest, async () => {
       await rm(abs, { recursive: true, force: true });
       await mkdir(abs, { recursive: true });
       try {
-        await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest });
+        // A blob file is unpacked on a worker thread: the main thread goes on downloading and building.
+        if (layer.path) listing = await extractInWorker({ path: layer.path, digest: layer.digest, root: abs, whiteouts: 'overlay', layerName: layer.digest });
+        else {
+          const list = new ListingCollector();
+          await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest, list });
+          listing = list.listing;
+        }
       } catch (e) {
         await rm(abs, { recursive: true, force: true });
         throw e;
       }
-    });
-    return rel;
+    }));
+    return { dir: rel, ...(listing ? { listing } : {}) };
   }
 
   async dispose(): Promise<void> {
@@ -143,5 +173,27 @@ async function makeMountPoints(initDir: string, image: ImageLookup): Promise<voi
     await chown(abs, existing.uid, existing.gid);
     await chmod(abs, existing.mode);
     await utimes(abs, existing.mtime, existing.mtime);
+  }
+}
+
+/** A counting semaphore: at most `size` tasks run at once, the others wait in order. */
+class Slots {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    }
   }
 }

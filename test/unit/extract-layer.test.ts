@@ -15,6 +15,10 @@ import { pack } from 'tar-stream';
 import { encodeHeader, encodePaxRecords, END_OF_ARCHIVE, padding, type TarEntryType } from '../../src/layer/tar-format.js';
 import { log } from '../../src/log/logger.js';
 import { extractLayer, UnsafeLayerError, type ExtractOptions, type ExtractStats } from '../../src/rootfs/extract-layer.js';
+import { extractInWorker } from '../../src/rootfs/extract-in-worker.js';
+import { BaseFileLister } from '../../src/build/base-files.js';
+import { ListingCollector } from '../../src/cache/layer-listing.js';
+import { sha256Digest } from '../../src/image/blob-store.js';
 
 const T = 1_700_000_000; // entry mtimes, whole seconds
 const OLD = 1_000_000_000;
@@ -387,6 +391,46 @@ describe('extractLayer', () => {
     assert.equal((await lstat(join(b.root, 'opq'))).mode & 0o7777, 0o700);
     assert.deepEqual(await readdir(join(b.root, 'opq')), ['new']);
     await untouched(b);
+  });
+
+  it('lists the layer in the same pass, on a worker thread too, exactly as the base lister reads it', async () => {
+    const data = gzipSync(tar([
+      { name: './', type: 'dir' },
+      { name: 'etc/', type: 'dir' },
+      { name: 'etc/passwd', content: 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n' },
+      { name: 'etc/group', content: 'root:x:0:\n' },
+      { name: 'etc/.wh.shadow' },
+      { name: 'var/cache/.wh..wh..opq' },
+      { name: 'usr/bin/tool', content: 'x'.repeat(70_000), mode: 0o4755, uid: 5, gid: 6 },
+      { name: 'usr/bin/alias', type: 'hardlink', linkname: 'usr/bin/tool' },
+      { name: 'bin', type: 'symlink', linkname: 'usr/bin' },
+      { name: 'dev/null', type: 'char', mode: 0o666, devmajor: 1, devminor: 3 },
+    ]));
+    const digest = sha256Digest(data);
+    const lister = new BaseFileLister();
+    await lister.listLayer({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: data.length }, Readable.from([data]));
+    const expected = lister.listing({ mediaType: '', digest, size: data.length });
+    assert.equal(expected.entries.find((e) => e.path === 'etc/passwd')?.content?.toString().split('\n')[1], 'app:x:1000:1000::/home/app:/bin/sh');
+
+    const inThread = await box();
+    const list = new ListingCollector();
+    await run(inThread.root, data, { whiteouts: 'overlay', layerName: 'test-layer', list, warn: () => undefined });
+    assert.deepEqual(list.listing, expected);
+
+    const onWorker = await box();
+    const file = join(onWorker.base, 'outside', 'blob');
+    await writeFile(file, data);
+    const listed = await extractInWorker({ path: file, digest, root: onWorker.root, whiteouts: 'overlay', layerName: 'test-layer' });
+    assert.deepEqual(listed, expected);
+    assert.ok(Buffer.isBuffer(listed.entries.find((e) => e.path === 'etc/group')?.content));
+    assert.equal((await lstat(join(onWorker.root, 'usr/bin/tool'))).size, 70_000);
+    assert.ok((await lstat(join(onWorker.root, 'etc/shadow'))).isCharacterDevice(), 'the overlay whiteout was written');
+
+    // The worker verifies the blob's digest as it reads: other bytes under that name are refused.
+    const corrupt = await box();
+    const bad = join(corrupt.base, 'outside', 'blob');
+    await writeFile(bad, gzipSync(tar([{ name: 'evil', content: 'not the layer' }])));
+    await assert.rejects(extractInWorker({ path: bad, digest, root: corrupt.root, whiteouts: 'overlay', layerName: 'test-layer' }), /corrupt|hashes to/);
   });
 
   it('follows parent symlinks inside the root (usrmerge, absolute targets)', async () => {

@@ -1,0 +1,43 @@
+// Layer extraction on a worker thread, for layers that are files in a blob store: a base layer can
+// then be unpacked for RUN while the next one downloads and the stage's listing is read.
+import { Worker } from 'node:worker_threads';
+import type { LayerListing } from '../cache/layer-listing.js';
+import { log } from '../log/logger.js';
+import { UnsafeLayerError, type ExtractStats } from './extract-layer.js';
+
+export interface ExtractJob {
+  /** The blob's file and digest: the worker verifies the bytes as it reads them. */
+  path: string;
+  digest: string;
+  root: string;
+  whiteouts: 'apply' | 'overlay';
+  layerName: string;
+}
+
+export type ExtractReply =
+  | { stats: ExtractStats; listing: LayerListing; warnings: string[] }
+  | { error: string; unsafe: boolean; warnings: string[] };
+
+/** Extracts the layer; resolves with its listing, read in the same pass. */
+export function extractInWorker(job: ExtractJob): Promise<LayerListing> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./extract-worker.js', import.meta.url), { workerData: job });
+    let replied = false;
+    worker.once('message', (reply: ExtractReply) => {
+      replied = true;
+      for (const w of reply.warnings) log.warn(w);
+      if ('stats' in reply) resolve(withBuffers(reply.listing));
+      else reject(reply.unsafe ? new UnsafeLayerError(reply.error) : new Error(reply.error));
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => {
+      if (!replied) reject(new Error(`layer ${job.layerName}: the extraction worker exited with code ${code} before finishing`));
+    });
+  });
+}
+
+/** Kept file contents cross threads as plain Uint8Arrays: Buffers again, as listings hold them. */
+function withBuffers(listing: LayerListing): LayerListing {
+  for (const e of listing.entries) if (e.content) e.content = Buffer.from(e.content.buffer, e.content.byteOffset, e.content.byteLength);
+  return listing;
+}
