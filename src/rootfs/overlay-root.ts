@@ -5,7 +5,7 @@
 import { chmod, chown, mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
+import type { LayerListing } from '../cache/layer-listing.js';
 import { extractLayer } from './extract-layer.js';
 import { extractInWorker } from './extract-in-worker.js';
 import { withExtractRetries } from './extract-retries.js';
@@ -13,7 +13,7 @@ import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 
-/** A layer's directory (relative to the work dir) and, when kiln extracted it, its listing. */
+/** A layer's directory (relative to the work dir) and, until unpack() hands it over, the listing its extraction read. */
 interface Extracted {
   dir: string;
   listing?: LayerListing;
@@ -37,8 +37,12 @@ export class LayerDirectories {
    * Extracts a layer a root will soon need (a base layer just downloaded), listing it in the same
    * pass: the listing, or undefined when the layer was not extracted here (a step's own upper dir).
    */
-  unpack(layer: LayerSource): Promise<LayerListing | undefined> {
-    return this.entry(layer).then((e) => e.listing);
+  async unpack(layer: LayerSource): Promise<LayerListing | undefined> {
+    const entry = await this.entry(layer);
+    // Handed over once: the build's lister keeps it from here on, not this cache as well.
+    const listing = entry.listing;
+    delete entry.listing;
+    return listing;
   }
 
   async get(layer: LayerSource): Promise<string> {
@@ -70,11 +74,7 @@ export class LayerDirectories {
       try {
         // A blob file is unpacked on a worker thread: the main thread goes on downloading and building.
         if (layer.path) listing = await extractInWorker({ path: layer.path, digest: layer.digest, root: abs, whiteouts: 'overlay', layerName: layer.digest });
-        else {
-          const list = new ListingCollector();
-          await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest, list });
-          listing = list.listing;
-        }
+        else await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest });
       } catch (e) {
         await rm(abs, { recursive: true, force: true });
         throw e;
