@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ContextError } from './build-context.js';
 import { isCommitHash, redactUrl } from './remote-source.js';
+import { OncePerKey } from '../util/once-per-key.js';
 
 export interface GitCheckoutRequest {
   /** What git fetches from: https://, http://, git://, ssh:// or user@host:path. */
@@ -36,19 +37,12 @@ export interface GitCheckout {
   commit: string;
 }
 
-const checkouts = new Map<string, Promise<GitCheckout>>();
+const checkouts = new OncePerKey<GitCheckout>();
 const checkoutDirs = new Set<string>();
 
 /** Checks a repository out once per process for the same request (the cache key and the copy share it). */
 export function gitCheckout(request: GitCheckoutRequest): Promise<GitCheckout> {
-  const key = JSON.stringify(request);
-  let pending = checkouts.get(key);
-  if (!pending) {
-    pending = checkout(request);
-    checkouts.set(key, pending);
-    pending.catch(() => checkouts.delete(key));
-  }
-  return pending;
+  return checkouts.get(JSON.stringify(request), () => checkout(request));
 }
 
 async function checkout(request: GitCheckoutRequest): Promise<GitCheckout> {

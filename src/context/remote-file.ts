@@ -17,6 +17,7 @@ import { errorCode, explainTlsError, registryTls } from '../registry/tls.js';
 import type { RegistryOptions } from '../registry/types.js';
 import { ContextError } from './build-context.js';
 import { redactUrl } from './remote-source.js';
+import { OncePerKey } from '../util/once-per-key.js';
 
 export interface RemoteFile {
   /** Where the download is on disk (kept until kiln exits). */
@@ -58,18 +59,12 @@ function connections(): Promise<Dispatcher> {
   return dispatcher;
 }
 
-const downloads = new Map<string, Promise<RemoteFile>>();
+const downloads = new OncePerKey<RemoteFile>();
 const downloadDirs = new Set<string>();
 
 /** Downloads `url` once per process; a failure is one line naming the URL and the status or network error. */
 export function downloadFile(url: string): Promise<RemoteFile> {
-  let pending = downloads.get(url);
-  if (!pending) {
-    pending = fetchToDisk(url);
-    downloads.set(url, pending);
-    pending.catch(() => downloads.delete(url));
-  }
-  return pending;
+  return downloads.get(url, () => fetchToDisk(url));
 }
 
 /** BuildKit's file name for a URL: the last path segment, else "__unnamed__". */

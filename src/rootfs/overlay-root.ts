@@ -6,6 +6,7 @@ import { chmod, chown, mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
 import type { LayerListing } from '../cache/layer-listing.js';
+import { OncePerKey } from '../util/once-per-key.js';
 import { extractLayer } from './extract-layer.js';
 import { extractInWorker } from './extract-in-worker.js';
 import { withExtractRetries } from './extract-retries.js';
@@ -21,7 +22,7 @@ interface Extracted {
 
 /** The per-build store of extracted layers: <work>/l/<n>, one per layer digest. */
 export class LayerDirectories {
-  private readonly byDigest = new Map<string, Promise<Extracted>>();
+  private readonly byDigest = new OncePerKey<Extracted>();
   private next = 0;
   /** Layers extracted at once: one per core (each is bound by file creation in the kernel). */
   private readonly slots = new Slots(Math.max(1, Math.min(4, availableParallelism())));
@@ -50,18 +51,12 @@ export class LayerDirectories {
   }
 
   private entry(layer: LayerSource): Promise<Extracted> {
-    let entry = this.byDigest.get(layer.digest);
-    if (!entry) {
-      entry = this.extract(layer);
-      this.byDigest.set(layer.digest, entry);
-      entry.catch(() => this.byDigest.delete(layer.digest));
-    }
-    return entry;
+    return this.byDigest.get(layer.digest, () => this.extract(layer));
   }
 
   /** Registers a directory kiln made (a step's upper dir) as the content of a layer digest. */
   adopt(digest: string, dir: string): void {
-    if (!this.byDigest.has(digest)) this.byDigest.set(digest, Promise.resolve({ dir }));
+    this.byDigest.set(digest, { dir });
   }
 
   private async extract(layer: LayerSource): Promise<Extracted> {
