@@ -2,9 +2,12 @@
 // tests: the same file tree and config after steps that create, change and delete files, links,
 // setuid bits, users and groups, and replace directories by files and links; then the image runs.
 import { strict as assert } from 'node:assert';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { pack } from 'tar-stream';
+import { goArch, pushOciLayout, sha256, writeLayoutIndex } from '../helpers/base-images.js';
 import { useBaseFixture } from '../helpers/fixture.js';
 import { docker, kiln, runCommand } from '../helpers/exec.js';
 import { compareWithDocker } from '../helpers/docker-compare.js';
@@ -200,5 +203,38 @@ describe('RUN steps behave as Docker says', () => {
     } finally {
       await docker(['rmi', 'kiln-run/stages:kiln']);
     }
+  });
+
+  it('refuses a base layer that links to a file outside the root, unpacked early on a worker, touching nothing outside', async () => {
+    // The layer: a hard link whose target is a file outside any root.
+    const outside = join(fx.dir, 'outside-target');
+    await mkdir(outside);
+    await writeFile(join(outside, 'secret'), 'host file\n');
+    const tar = pack();
+    tar.entry({ name: 'ok', mode: 0o644 }, 'fine\n');
+    tar.entry({ name: 'stolen', type: 'link', linkname: join(outside, 'secret'), mode: 0o644 });
+    tar.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of tar) chunks.push(c as Buffer);
+    const rootfs = Buffer.concat(chunks);
+    const layer = gzipSync(rootfs);
+    const config = JSON.stringify({ architecture: goArch(), os: 'linux', config: {}, rootfs: { type: 'layers', diff_ids: [sha256(rootfs)] }, history: [{}] });
+    const manifest = JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: Buffer.byteLength(config) },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(layer), size: layer.length }],
+    });
+    const layout = join(fx.dir, 'hostile-layout');
+    await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
+    for (const blob of [layer, config, manifest]) await writeFile(join(layout, 'blobs', 'sha256', sha256(blob).slice(7)), blob);
+    await writeLayoutIndex(layout, manifest);
+    await pushOciLayout(layout, fx.registry, 'base/hostile', '1', 'oci', 60_000);
+
+    const r = await build('hostile', [`FROM ${fx.registry.host}/base/hostile:1`, 'RUN true']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, new RegExp(`layer ${sha256(layer)}`));
+    assert.match(r.stderr, /"stolen".*absolute/);
+    assert.deepEqual(await readdir(outside), ['secret']);
+    assert.equal((await stat(join(outside, 'secret'))).nlink, 1, 'no link to the host file was made');
   });
 });
