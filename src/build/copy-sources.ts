@@ -1,7 +1,7 @@
 // Where COPY --from reads: an earlier stage's or another image's files, unpacked once per build into
 // a directory of kiln's own (under the temporary directory, which container isolation keeps out of
 // the build root) and then read like a build context without ignore rules.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BuildContext } from '../context/build-context.js';
@@ -11,6 +11,7 @@ import type { LayerListing } from '../cache/layer-listing.js';
 import { log } from '../log/logger.js';
 import { hasGlobMeta } from '../context/go-glob.js';
 import { relative, type FsView } from './fs-view.js';
+import { removeTree, type RemoveWith } from '../util/remove-tree.js';
 
 /** Which of a source's paths one COPY --from needs; `id` tells unpackings apart. */
 export interface SourceSubset {
@@ -30,8 +31,15 @@ export class CopySources {
   private readonly unpacked = new Map<string, Promise<BuildContext>>();
   private readonly dirs: string[] = [];
 
-  /** `listing` gives a layer's listing when the build has read one (base layers, cache hits). */
-  constructor(private readonly store: BlobStore, private readonly listing: (layer: Descriptor) => LayerListing | undefined = () => undefined) {}
+  /**
+   * `listing` gives a layer's listing when the build has read one (base layers, cache hits);
+   * `removeWith` is how the unpacked directories go (never the build root's rm in container isolation).
+   */
+  constructor(
+    private readonly store: BlobStore,
+    private readonly listing: (layer: Descriptor) => LayerListing | undefined = () => undefined,
+    private readonly removeWith: RemoveWith = 'fs',
+  ) {}
 
   /**
    * The files of `key` (a stage or an image). With `subset`, only the paths it keeps are written,
@@ -64,7 +72,7 @@ export class CopySources {
   }
 
   async dispose(): Promise<void> {
-    await Promise.all(this.dirs.map((d) => rm(d, { recursive: true, force: true })));
+    await Promise.all(this.dirs.map((d) => removeTree(d, this.removeWith)));
   }
 }
 

@@ -62,7 +62,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   const store = await BlobStore.createTemp('kiln-build-');
   let roots: Promise<RootFactory> | undefined;
   const lister = new BaseFileLister();
-  const copySources = new CopySources(store, (layer) => (lister.has(layer) ? lister.listing(layer) : undefined));
+  const copySources = new CopySources(store, (layer) => (lister.has(layer) ? lister.listing(layer) : undefined), options.isolation === 'chroot' ? 'rm-program' : 'fs');
   let current = 0;
   const built = new Map<number, StageImage>();
   const cache = createLayerCache(options, session, store);

@@ -14,6 +14,7 @@ import type { LayerListing } from '../cache/layer-listing.js';
 import type { BuildRoot, LayerSource } from './build-root.js';
 import { DirectoryRoot } from './directory-root.js';
 import { LayerDirectories, OverlayRoot } from './overlay-root.js';
+import { removeTree } from '../util/remove-tree.js';
 
 export type Isolation = 'chroot' | 'container';
 
@@ -60,7 +61,7 @@ export async function createRootFactory(options: RootOptions): Promise<RootFacto
       await mkdir(path);
       return new DirectoryRoot({ path, isolation: 'chroot', workDir: path + '.work', ignored: [], snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
     },
-    dispose: () => rm(work, { recursive: true, force: true }),
+    dispose: () => removeTree(work, 'rm-program'),
   };
 }
 

@@ -2,7 +2,7 @@
 // changes are found by comparing an lstat index of the tree before and after the step. Used for
 // chroot isolation where overlayfs is unavailable, and for container isolation, where the tree is
 // "/" itself and kiln's own files and the container's mounts are left out (the ignore list).
-import { lstat, mkdir, rm, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { extractLayer } from './extract-layer.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
@@ -10,6 +10,7 @@ import { isIgnored } from '../snapshot/tree-walk.js';
 import { diffTrees, indexTree, type SnapshotMode, type TreeIndex } from '../snapshot/walk-snapshot.js';
 import { withExtractRetries } from './extract-retries.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
+import { removeTree } from '../util/remove-tree.js';
 
 export interface DirectoryRootOptions {
   /** The tree: a fresh directory (chroot isolation) or "/" (container isolation). */
@@ -85,8 +86,10 @@ export class DirectoryRoot implements BuildRoot {
   }
 
   async dispose(): Promise<void> {
-    if (this.options.isolation === 'chroot') await rm(this.options.path, { recursive: true, force: true });
-    await rm(this.options.workDir, { recursive: true, force: true });
+    // In container isolation "/" is the image being built: its rm is never run.
+    const how = this.options.isolation === 'chroot' ? 'rm-program' : 'fs';
+    if (this.options.isolation === 'chroot') await removeTree(this.options.path, how);
+    await removeTree(this.options.workDir, how);
   }
 }
 

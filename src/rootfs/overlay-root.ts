@@ -13,6 +13,7 @@ import { withExtractRetries } from './extract-retries.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
+import { removeTree } from '../util/remove-tree.js';
 
 /** A layer's directory (relative to the work dir) and, until unpack() hands it over, the listing its extraction read. */
 interface Extracted {
@@ -79,7 +80,7 @@ export class LayerDirectories {
   }
 
   async dispose(): Promise<void> {
-    await rm(this.workDir, { recursive: true, force: true });
+    await removeTree(this.workDir, 'rm-program'); // overlay roots are chroot isolation's: the host's rm
   }
 }
 

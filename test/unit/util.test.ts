@@ -1,7 +1,11 @@
-// OncePerKey: shared work per key, failures forgotten.
+// src/util: OncePerKey (shared work per key, failures forgotten) and removeTree.
 import { strict as assert } from 'node:assert';
+import { chmod, lstat, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { OncePerKey } from '../../src/util/once-per-key.js';
+import { removeTree } from '../../src/util/remove-tree.js';
 
 describe('OncePerKey', () => {
   it('runs the work once per key for every caller, during and after it', async () => {
@@ -26,3 +30,31 @@ describe('OncePerKey', () => {
     assert.equal(await once.get('k', async () => 'made'), 'adopted');
   });
 });
+
+describe('removeTree', () => {
+  it('removes a tree with unreadable directories, with rm or fs.rm, and never follows a symlink out of it', async () => {
+    const base = await mkdtemp(join(tmpdir(), 'kiln-remove-'));
+    try {
+      const tree = join(base, 'tree');
+      const kept = join(base, 'kept');
+      await mkdir(join(tree, 'a/locked'), { recursive: true });
+      await mkdir(kept);
+      await writeFile(join(kept, 'file'), 'stays');
+      await writeFile(join(tree, 'a/locked/f'), 'x');
+      await symlink(kept, join(tree, 'link'));
+      await chmod(join(tree, 'a/locked'), 0o000);
+      await removeTree(tree, 'rm-program');
+      await assert.rejects(lstat(tree));
+      assert.equal((await lstat(join(kept, 'file'))).size, 5);
+      await removeTree(join(base, 'never-there'), 'rm-program');
+      await mkdir(join(tree, 'again'), { recursive: true });
+      await symlink(kept, join(tree, 'again', 'link'));
+      await removeTree(tree, 'fs');
+      await assert.rejects(lstat(tree));
+      assert.equal((await lstat(join(kept, 'file'))).size, 5);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
+  });
+});
+
