@@ -4,6 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { LayerEntry } from '../layer/layer-writer.js';
+import { inImagePath } from '../util/image-path.js';
 
 export class FsView {
   private readonly entryMap = new Map<string, LayerEntry>();
@@ -185,7 +186,5 @@ function parentOf(path: string): string {
   return slash < 0 ? '' : path.slice(0, slash);
 }
 
-/** "/a/b/" → "a/b"; "/" → "". */
-export function relative(path: string): string {
-  return posix.normalize('/' + path).replace(/^\/+/, '').replace(/\/+$/, '');
-}
+/** "/a/b/" → "a/b"; "/" → "" (the name build/ has long used for inImagePath). */
+export const relative = inImagePath;

@@ -1,10 +1,10 @@
 // What a layer holds, path by path (no contents, but the passwd and group files that builds read),
 // packed small enough to ride along in a cache entry: a build whose steps hit the cache learns the
 // image's files from these instead of downloading and reading every layer.
-import { posix } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import type { Header } from 'tar-stream';
 import type { LayerEntry } from '../layer/layer-writer.js';
+import { inImagePath } from '../util/image-path.js';
 
 export interface LayerListing {
   entries: LayerEntry[];
@@ -56,12 +56,12 @@ export class ListingCollector {
 
   /** Whether `add` wants this entry's content (the passwd and group files, when small). */
   wantsContent(header: Header): boolean {
-    return KEPT_CONTENT.has(inImage(header.name)) && header.type === 'file' && (header.size ?? 0) <= MAX_KEPT_BYTES;
+    return KEPT_CONTENT.has(inImagePath(header.name)) && header.type === 'file' && (header.size ?? 0) <= MAX_KEPT_BYTES;
   }
 
   /** Records one entry; `content` when wantsContent said so and all of it was read. */
   add(header: Header, content?: Buffer): void {
-    const path = inImage(header.name);
+    const path = inImagePath(header.name);
     const base = path.slice(path.lastIndexOf('/') + 1);
     const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '';
     if (base === '.wh..wh..opq') this.listing.opaque.push(dir);
@@ -71,15 +71,10 @@ export class ListingCollector {
       this.listing.entries.push({
         path, type, mode: (header.mode ?? 0) & 0o7777, uid: header.uid ?? 0, gid: header.gid ?? 0,
         mtime: header.mtime ?? new Date(0), size: header.size ?? 0,
-        ...(header.linkname ? { linkname: type === 'hardlink' ? inImage(header.linkname) : header.linkname } : {}),
+        ...(header.linkname ? { linkname: type === 'hardlink' ? inImagePath(header.linkname) : header.linkname } : {}),
         ...(type === 'char' || type === 'block' ? { devmajor: header.devmajor ?? 0, devminor: header.devminor ?? 0 } : {}),
         ...(content && content.length === (header.size ?? 0) ? { content } : {}),
       });
     }
   }
-}
-
-/** A tar entry name as an in-image path: no leading "/" or "./", no trailing "/". */
-function inImage(name: string): string {
-  return posix.normalize('/' + name).replace(/^\/+/, '').replace(/\/+$/, '');
 }
