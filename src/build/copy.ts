@@ -16,7 +16,6 @@
 //             (context/remote-copy-source.ts) is one file, 0600, not extracted unless --unpack=true;
 //             a git source copies the checkout's (or its subdir's) contents, .git only with
 //             --keep-git-dir. --checksum verifies either (a content digest, or the commit).
-import { rmSync } from 'node:fs';
 import { mkdtemp, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,6 +30,7 @@ import { CopyError } from './copy-error.js';
 import { baseName, joinPath, LayerPlan, parentOf, type ResolveOptions } from './copy-tree.js';
 import { FsView, relative } from './fs-view.js';
 import type { Identity } from './users.js';
+import { removeAtExit } from '../util/remove-at-exit.js';
 
 export { CopyError } from './copy-error.js';
 export { parseChmod } from './chmod.js';
@@ -76,15 +76,9 @@ const CREATED_DIR_MTIME = new Date(0);
  * --chown or USER) and --single-snapshot's stage layer read them after the step's own layer is
  * written, so they stay until kiln exits.
  */
-const memberDirs = new Set<string>();
-let cleanupHooked = false;
 async function memberDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'kiln-add-'));
-  memberDirs.add(dir);
-  if (!cleanupHooked) {
-    cleanupHooked = true;
-    process.once('exit', () => { for (const d of memberDirs) rmSync(d, { recursive: true, force: true }); });
-  }
+  removeAtExit(dir);
   return dir;
 }
 
@@ -232,9 +226,7 @@ export async function planCopy(plan: CopyPlan, context: BuildContext, image: FsV
     }
   } catch (e) {
     if (scratch) {
-      const dir = await scratch;
-      memberDirs.delete(dir);
-      await rm(dir, { recursive: true, force: true });
+      await rm(await scratch, { recursive: true, force: true });
     }
     throw e;
   }

@@ -14,9 +14,10 @@ import { tmpdir } from 'node:os';
 import { join, posix, resolve } from 'node:path';
 import { ContextError } from './build-context.js';
 import { gitCheckout, writeCaBundle } from './git-source.js';
-import { downloadFile, rememberForCleanup, trustedCertificates } from './remote-file.js';
+import { downloadFile, trustedCertificates } from './remote-file.js';
 import { redactUrl } from './remote-source.js';
 import { unpackTarContext } from './tar-context.js';
+import { removeAtExit } from '../util/remove-at-exit.js';
 
 export interface GitContextOptions {
   branch?: string;
@@ -152,7 +153,7 @@ export function caFileForGit(): Promise<string | undefined> {
 
 async function newDir(workDir: string): Promise<string> {
   const dir = await mkdtemp(join(workDir, 'context-'));
-  rememberForCleanup(dir);
+  removeAtExit(dir);
   return dir;
 }
 

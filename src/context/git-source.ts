@@ -6,13 +6,13 @@
 // Credentials: a URL's user:password, or for contexts kaniko's GIT_USERNAME/GIT_PASSWORD/GIT_TOKEN;
 // they are passed in the environment (GIT_CONFIG_*), never on a command line or in .git/config.
 import { execFile } from 'node:child_process';
-import { rmSync } from 'node:fs';
 import { lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ContextError } from './build-context.js';
 import { isCommitHash, redactUrl } from './remote-source.js';
 import { OncePerKey } from '../util/once-per-key.js';
+import { removeAtExit } from '../util/remove-at-exit.js';
 
 export interface GitCheckoutRequest {
   /** What git fetches from: https://, http://, git://, ssh:// or user@host:path. */
@@ -38,7 +38,6 @@ export interface GitCheckout {
 }
 
 const checkouts = new OncePerKey<GitCheckout>();
-const checkoutDirs = new Set<string>();
 
 /** Checks a repository out once per process for the same request (the cache key and the copy share it). */
 export function gitCheckout(request: GitCheckoutRequest): Promise<GitCheckout> {
@@ -48,7 +47,7 @@ export function gitCheckout(request: GitCheckoutRequest): Promise<GitCheckout> {
 async function checkout(request: GitCheckoutRequest): Promise<GitCheckout> {
   const shown = redactUrl(request.remote);
   const dir = await mkdtemp(join(tmpdir(), 'kiln-git-'));
-  remember(dir);
+  removeAtExit(dir);
   const git = gitRunner(dir, request);
   await git(['-c', 'init.defaultBranch=master', 'init', '-q'], `git init for ${shown}`);
   await git(['remote', 'add', 'origin', request.remote], `git remote add ${shown}`);
@@ -123,16 +122,9 @@ async function exists(path: string): Promise<boolean> {
 /** Writes PEM certificates to a file git can trust (http.sslCAInfo). */
 export async function writeCaBundle(pems: readonly string[]): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'kiln-git-ca-'));
-  remember(dir);
+  removeAtExit(dir);
   const file = join(dir, 'ca.pem');
   await writeFile(file, pems.join('\n'));
   return file;
 }
 
-let cleanupHooked = false;
-function remember(dir: string): void {
-  checkoutDirs.add(dir);
-  if (cleanupHooked) return;
-  cleanupHooked = true;
-  process.once('exit', () => { for (const d of checkoutDirs) rmSync(d, { recursive: true, force: true }); });
-}

@@ -6,7 +6,7 @@
 // the registry-only flags (--skip-tls-verify*, --insecure*, --registry-certificate) do not apply, as in
 // BuildKit. A URL is fetched once per build: the cache key and the copy read the same download.
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, mkdtemp, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
@@ -18,6 +18,7 @@ import type { RegistryOptions } from '../registry/types.js';
 import { ContextError } from './build-context.js';
 import { redactUrl } from './remote-source.js';
 import { OncePerKey } from '../util/once-per-key.js';
+import { removeAtExit } from '../util/remove-at-exit.js';
 
 export interface RemoteFile {
   /** Where the download is on disk (kept until kiln exits). */
@@ -60,7 +61,6 @@ function connections(): Promise<Dispatcher> {
 }
 
 const downloads = new OncePerKey<RemoteFile>();
-const downloadDirs = new Set<string>();
 
 /** Downloads `url` once per process; a failure is one line naming the URL and the status or network error. */
 export function downloadFile(url: string): Promise<RemoteFile> {
@@ -101,7 +101,7 @@ async function fetchToDisk(url: string): Promise<RemoteFile> {
       throw new ContextError(`failed to download ${shown}: HTTP ${res.statusCode}${statusText(res.statusCode)}`);
     }
     const dir = await mkdtemp(join(tmpdir(), 'kiln-url-'));
-    rememberForCleanup(dir);
+    removeAtExit(dir); // the layer is written from the download after planning
     const path = join(dir, 'content');
     const hash = createHash('sha256');
     let size = 0;
@@ -163,14 +163,6 @@ function statusText(code: number): string {
   return STATUS_TEXT[code] ? ` ${STATUS_TEXT[code]}` : '';
 }
 
-let cleanupHooked = false;
-/** Downloads stay until kiln exits: the layer is written from them after planning. */
-export function rememberForCleanup(dir: string): void {
-  downloadDirs.add(dir);
-  if (cleanupHooked) return;
-  cleanupHooked = true;
-  process.once('exit', () => { for (const d of downloadDirs) rmSync(d, { recursive: true, force: true }); });
-}
 
 /**
  * Every CA certificate kiln trusts (Node's roots, the system's, the extra ones), when extra ones are
