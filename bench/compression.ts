@@ -1,8 +1,8 @@
 // Compression suite (issue #8): layer gzip and zstd throughput. ~200 MB of mixed data (alternating
 // 4 MiB runs of incompressible and text-like bytes, generated deterministically into a temp file)
 // compressed file to file by kiln's parallel gzip at levels 1 and 6, by zlib's single stream (kiln
-// before issue #8), by pigz at the same levels on every core, and by kiln's zstd stream (the zstd
-// program behind a Node stream) against `zstd -T0 -3` itself; tools alternate, order rotating per round.
+// before issue #8), by pigz at the same levels on every core, and by kiln's zstd stream (libzstd
+// in-process through zstd-napi) against `zstd -T0 -3` itself; tools alternate, order rotating per round.
 // Wall MB/s is the figure of merit; CPU seconds are printed too, since on a shared machine wall
 // time also measures the neighbours.
 import { createCipheriv, createHash } from 'node:crypto';

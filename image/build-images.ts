@@ -4,6 +4,7 @@
 // their dynamic loader live under /kaniko too, so kiln keeps running after a build in container
 // isolation has replaced /lib, /usr and /etc. The debug image adds busybox at /busybox.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
@@ -44,6 +45,20 @@ async function copyLibraries(program: string, libDir: string): Promise<void> {
   }
 }
 
+/**
+ * Whether a file of an npm package is needed when kiln runs. Native addons (fs-xattr, zstd-napi)
+ * keep their sources and compiler output next to the loaded binding; only build/Release/*.node counts.
+ */
+function neededAtRunTime(packageDir: string, path: string): boolean {
+  const inPackage = relative(packageDir, path);
+  if (inPackage.startsWith('node_modules/')) return false; // nested packages are copied on their own
+  if (!existsSync(join(packageDir, 'binding.gyp'))) return true;
+  const [top, release, file] = inPackage.split('/');
+  if (top === 'deps' || top === 'src' || top === 'binding.gyp') return false;
+  if (top !== 'build') return true;
+  return release === undefined || (release === 'Release' && (file === undefined || file.endsWith('.node')));
+}
+
 /** The files of the image, under ctx/kaniko (and ctx/busybox for debug), and its Dockerfile. */
 async function prepareContext(ctx: string, debug: boolean): Promise<void> {
   const kaniko = join(ctx, 'kaniko');
@@ -62,7 +77,7 @@ async function prepareContext(ctx: string, debug: boolean): Promise<void> {
   await mkdir(join(app, 'dist', 'native'), { recursive: true });
   await copyFile(join(repoRoot, 'dist', 'native', 'kiln-sandbox'), join(app, 'dist', 'native', 'kiln-sandbox'));
   const production = (await run('npm', ['ls', '--omit=dev', '--all', '--parseable'])).split('\n').filter((p) => p.includes('node_modules'));
-  for (const dir of production) await cp(dir, join(app, relative(repoRoot, dir)), { recursive: true });
+  for (const dir of production) await cp(dir, join(app, relative(repoRoot, dir)), { recursive: true, filter: (path) => neededAtRunTime(dir, path) });
   await mkdir(join(kaniko, '.docker'), { recursive: true });
   await mkdir(join(kaniko, 'ssl', 'certs'), { recursive: true });
   await copyFile(CA_BUNDLE, join(kaniko, 'ssl', 'certs', 'ca-certificates.crt'));

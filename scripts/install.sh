@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what kiln needs to run (its npm dependencies) and compiles it to dist/.
-# kiln needs Node.js 20, which these machines have, and a C compiler for kiln-sandbox (its one
-# native helper: namespaces, chroot and mknod, which Node.js does not offer) and fs-xattr.
+# kiln needs Node.js 20, which these machines have, a C compiler for kiln-sandbox (its one
+# native helper: namespaces, chroot and mknod, which Node.js does not offer) and fs-xattr, and a C++
+# compiler for zstd-napi (in-process zstd), which npm builds from source here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
@@ -9,7 +10,7 @@ if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split("."
 fi
 # bzip2, xz and zstd: ADD unpacks archives compressed with them through Debian's own decompressors.
 # git: ADD <git repository> and git:// contexts check out through Debian's git, as BuildKit does.
-needed=(gcc libc6-dev make python3 bzip2 xz-utils zstd git)
+needed=(gcc g++ libc6-dev make python3 bzip2 xz-utils zstd git)
 missing=()
 for p in "${needed[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

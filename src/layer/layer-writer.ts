@@ -104,7 +104,7 @@ function createCompressor(compression: Compression, level: number | undefined): 
       // deflated on every core, pigz-style (parallel-gzip.ts).
       return createParallelGzip({ level: given ? Math.min(level, 9) : DEFAULT_GZIP_LEVEL });
     case 'zstd':
-      // zstd -T0: the program's own threads, one frame whatever the thread count (same bytes on every machine).
+      // libzstd's threads on every core, one frame whatever their count (same bytes on every machine).
       return createZstdCompressor(given ? Math.min(level, MAX_ZSTD_LEVEL) : DEFAULT_ZSTD_LEVEL);
   }
 }
