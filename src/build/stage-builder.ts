@@ -5,14 +5,14 @@ import type { BuildContext } from '../context/build-context.js';
 import type { Instruction, CopyInstruction } from '../dockerfile/instructions.js';
 import { ShellLex, ShellExpansionError, type EnvLookup } from '../dockerfile/shell-lex.js';
 import type { BlobStore } from '../image/blob-store.js';
-import type { Descriptor, HealthConfig, ImageConfig } from '../image/types.js';
+import type { Descriptor, ImageConfig } from '../image/types.js';
 import { writeLayer, type Compression, type LayerEntry } from '../layer/layer-writer.js';
 import { layerMediaType, type MediaTypeFamily } from '../image/image.js';
 import { log } from '../log/logger.js';
 import { CopyError, parseChmod, planCopy } from './copy.js';
 import { BuildError } from './errors.js';
 import { FsView, relative } from './fs-view.js';
-import { goDuration, goList, goQuotedList } from './go-format.js';
+import { goList } from './go-format.js';
 import { resolveChown, UserLookupError, type Identity } from './users.js';
 import { ContextError } from '../context/build-context.js';
 import type { CommandLineInstruction as RunInstruction } from '../dockerfile/instructions.js';
@@ -28,7 +28,10 @@ import type { CachedStep, CacheLocation } from '../cache/layer-cache.js';
 import { sourceFiles } from '../context/source-digest.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import { listingOf, withAncestors } from './layer-files.js';
-import { checkSignal, exposedPorts, setEnv } from './config-values.js';
+import {
+  applyArg, applyCmd, applyEntrypoint, applyEnv, applyExpose, applyHealthcheck, applyLabel, applyMaintainer, applyOnbuild,
+  applyShell, applyStopSignal, applyUser, applyVolume, applyWorkdir, type StageVariables,
+} from './metadata-steps.js';
 import { parseRunFlags, RunFlagError } from './run-mount-spec.js';
 import { prepareRunMounts, runMountKey, RunMountError, type SecretSource } from './run-mounts.js';
 import { MountSetupError } from '../isolation/step-mounts.js';
@@ -85,9 +88,9 @@ export interface StageEnvironment {
 }
 
 export class StageBuilder {
-  /** What `$VAR` sees: ENV and ARG values in the order they were set (BuildKit's state env). */
-  private readonly vars = new Map<string, string>();
-  private readonly lex: ShellLex;
+  /** What `$VAR` sees (ENV and ARG values), and the lexer that expands words with it. */
+  private readonly scope: StageVariables;
+  /** Whether this stage has set CMD (an ENTRYPOINT then keeps it). */
   private cmdSet = false;
   /** The stage's ARGs with values, in declaration order (BuildKit's d.buildArgs). */
   private readonly stageArgs: [string, string][] = [];
@@ -113,13 +116,13 @@ export class StageBuilder {
     /** Build-wide inputs of every cache key (platform, --reproducible). */
     cacheSettings: Record<string, string> = {},
   ) {
-    this.lex = new ShellLex(env.escapeToken);
+    this.scope = { lex: new ShellLex(env.escapeToken), vars: new Map() };
     this.rootLayers = [...image.layers];
     if (env.singleSnapshot) this.squashed = new SquashedChanges(() => image.files.clone());
     if (env.cache) this.cache = new StageCache(env.cache, image.cacheKey, stageIndex, cacheSettings);
     for (const kv of image.config.config.Env ?? []) {
       const eq = kv.indexOf('=');
-      if (eq > 0) this.vars.set(kv.slice(0, eq), kv.slice(eq + 1));
+      if (eq > 0) this.scope.vars.set(kv.slice(0, eq), kv.slice(eq + 1));
     }
   }
 
@@ -144,7 +147,7 @@ export class StageBuilder {
     }
   }
 
-  private lookup: EnvLookup = (name) => this.vars.get(name);
+  private lookup: EnvLookup = (name) => this.scope.vars.get(name);
 
   /** --force-build-metadata: the instruction's history-only entry gets an empty layer, as kaniko adds one. */
   private async forceLayer(historyBefore: number): Promise<void> {
@@ -201,7 +204,7 @@ export class StageBuilder {
     }
     const found = await cache.lookup(item);
     if ('hit' in found) {
-      if (ins.kind === 'workdir') this.setWorkdir(this.word(ins.path));
+      if (ins.kind === 'workdir') applyWorkdir(this.image.config.config, this.word(ins.path));
       return this.useCached(found.hit);
     }
     this.lastLayer = undefined;
@@ -248,7 +251,7 @@ export class StageBuilder {
   }
 
   private word(text: string): string {
-    return this.lex.processWord(text, this.lookup);
+    return this.scope.lex.processWord(text, this.lookup);
   }
 
   private async dispatchUnchecked(ins: Instruction): Promise<void> {
@@ -256,100 +259,41 @@ export class StageBuilder {
     switch (ins.kind) {
       case 'from':
         throw new BuildError('FROM inside a stage', ins.node.startLine);
-      case 'env': {
-        const pairs = ins.pairs.map((p) => ({ key: this.word(p.key), value: this.word(p.value) }));
-        for (const { key, value } of pairs) {
-          this.vars.set(key, value);
-          cfg.Env = setEnv(cfg.Env ?? [], key, value);
-        }
-        return this.history('ENV ' + pairs.map((p) => `${p.key}=${p.value}`).join(' '));
-      }
-      case 'label': {
-        const pairs = ins.pairs.map((p) => ({ key: this.word(p.key), value: this.word(p.value) }));
-        cfg.Labels = { ...(cfg.Labels ?? {}) };
-        for (const { key, value } of pairs) cfg.Labels[key] = value;
-        return this.history('LABEL ' + pairs.map((p) => `${p.key}=${p.value}`).join(' '));
-      }
-      case 'arg': {
-        const shown: string[] = [];
-        for (const arg of ins.args) {
-          let value: string | undefined;
-          if (this.env.buildArgs.has(arg.key)) {
-            value = this.env.buildArgs.get(arg.key);
-            this.env.consumedBuildArgs.add(arg.key);
-          } else if (arg.value !== undefined) value = this.word(arg.value);
-          else if (this.env.globalArgs.has(arg.key)) value = this.env.globalArgs.get(arg.key);
-          if (value !== undefined) {
-            this.vars.set(arg.key, value);
-            const at = this.stageArgs.findIndex(([k]) => k === arg.key);
-            if (at >= 0) this.stageArgs[at] = [arg.key, value];
-            else this.stageArgs.push([arg.key, value]);
-          }
-          shown.push(value === undefined ? arg.key : `${arg.key}=${value}`);
-        }
-        return this.history('ARG ' + shown.join(' '));
-      }
-      case 'expose': {
-        const ports: string[] = [];
-        for (const raw of ins.ports) for (const p of this.lex.processWords(raw, this.lookup)) ports.push(...exposedPorts(p, ins.node.startLine));
-        cfg.ExposedPorts = { ...(cfg.ExposedPorts ?? {}) };
-        for (const p of ports) cfg.ExposedPorts[p] = {};
-        return this.history(`EXPOSE ${goList(ports)}`);
-      }
+      case 'env':
+        return this.history(applyEnv(ins, cfg, this.scope));
+      case 'label':
+        return this.history(applyLabel(ins, cfg, this.scope));
+      case 'arg':
+        return this.history(applyArg(ins, this.scope, this.stageArgs, this.env));
+      case 'expose':
+        return this.history(applyExpose(ins, cfg, this.scope));
       case 'volume': {
-        const paths = ins.paths.map((p) => this.word(p));
-        if (paths.some((p) => p === '')) throw new BuildError('VOLUME specified can not be an empty string', ins.node.startLine);
-        cfg.Volumes = { ...(cfg.Volumes ?? {}) };
+        const { paths, createdBy } = applyVolume(ins, cfg, this.scope);
         for (const p of paths) {
-          cfg.Volumes[p] = {};
           this.volumes.push(p);
           this.root?.ignoreVolume(p);
         }
-        return this.history(`VOLUME ${goList(paths)}`);
+        return this.history(createdBy);
       }
       case 'user':
-        cfg.User = this.word(ins.user);
-        return this.history(`USER ${cfg.User}`);
+        return this.history(applyUser(ins, cfg, this.scope));
       case 'workdir':
         return this.workdir(this.word(ins.path));
       case 'stopsignal':
-        cfg.StopSignal = checkSignal(this.word(ins.signal), ins.node.startLine);
-        return this.history(`STOPSIGNAL ${cfg.StopSignal}`);
+        return this.history(applyStopSignal(ins, cfg, this.scope));
       case 'maintainer':
-        this.image.config.author = ins.name;
-        return this.history(`MAINTAINER ${ins.name}`);
+        return this.history(applyMaintainer(ins, this.image.config));
       case 'onbuild':
-        cfg.OnBuild = [...(cfg.OnBuild ?? []), ins.expression];
-        return; // BuildKit records no history for ONBUILD
+        return applyOnbuild(ins, cfg); // BuildKit records no history for ONBUILD
       case 'shell':
-        cfg.Shell = [...ins.shell];
-        return this.history(`SHELL ${goList(ins.shell)}`);
+        return this.history(applyShell(ins, cfg));
       case 'cmd':
-      case 'entrypoint': {
-        const args = ins.prependShell ? [...(cfg.Shell ?? ['/bin/sh', '-c']), ...ins.cmdLine] : [...ins.cmdLine];
-        if (ins.kind === 'cmd') {
-          cfg.Cmd = args;
-          this.cmdSet = true;
-        } else {
-          cfg.Entrypoint = ins.prependShell || args.length > 0 ? args : null;
-          // Docker: an ENTRYPOINT resets the CMD inherited from the base unless this stage set one.
-          if (!this.cmdSet) cfg.Cmd = null;
-        }
-        if (ins.kind === 'cmd') cfg.ArgsEscaped = true; // as BuildKit sets it, for Docker's Windows-era consumers
-        return this.history(`${ins.kind.toUpperCase()} ${goQuotedList(args)}`);
-      }
-      case 'healthcheck': {
-        // Docker's HealthConfig omits zero fields (`omitempty`).
-        const hc: HealthConfig = { Test: ins.test };
-        if (ins.interval) hc.Interval = ins.interval;
-        if (ins.timeout) hc.Timeout = ins.timeout;
-        if (ins.startPeriod) hc.StartPeriod = ins.startPeriod;
-        if (ins.startInterval) hc.StartInterval = ins.startInterval;
-        if (ins.retries) hc.Retries = ins.retries;
-        cfg.Healthcheck = hc;
-        const d = (n: number | undefined): string => goDuration(n ?? 0);
-        return this.history(`HEALTHCHECK {Test:${goList(ins.test)} Interval:${d(hc.Interval)} Timeout:${d(hc.Timeout)} StartPeriod:${d(hc.StartPeriod)} StartInterval:${d(hc.StartInterval)} Retries:${hc.Retries ?? 0}}`);
-      }
+        this.cmdSet = true;
+        return this.history(applyCmd(ins, cfg));
+      case 'entrypoint':
+        return this.history(applyEntrypoint(ins, cfg, this.cmdSet));
+      case 'healthcheck':
+        return this.history(applyHealthcheck(ins, cfg));
       case 'run':
         return this.run(ins);
       case 'copy':
@@ -441,17 +385,9 @@ export class StageBuilder {
     this.root = undefined;
   }
 
-  /** WORKDIR's effect on the config: relative paths join the current one. */
-  private setWorkdir(path: string): string {
-    const cfg = this.image.config.config;
-    const wd = posix.normalize(posix.isAbsolute(path) ? path : posix.join(cfg.WorkingDir || '/', path));
-    cfg.WorkingDir = wd.length > 1 ? wd.replace(/\/+$/, '') : wd;
-    return cfg.WorkingDir;
-  }
-
   private async workdir(path: string): Promise<void> {
     const cfg = this.image.config.config;
-    const workdir = this.setWorkdir(path);
+    const workdir = applyWorkdir(cfg, path);
     if (workdir === '/') return this.history('WORKDIR /');
     await this.image.files.ready();
     if (this.image.files.isDirectory(workdir)) {
