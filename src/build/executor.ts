@@ -29,7 +29,7 @@ import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
 import { BasePulls, pullBase } from './base-image.js';
 import {
-  baseIndex, expandFrom, globalArgValues, PREDEFINED_ARGS, safeExpand, sourceDateEpoch, stageNamed, stagePlatform, stagesNeededBy,
+  baseIndex, expandFrom, globalArgValues, namesRegistryImage, PREDEFINED_ARGS, safeExpand, sourceDateEpoch, stageNamed, stagePlatform, stagesNeededBy,
 } from './stage-graph.js';
 import { runCacheRoot } from './run-mounts.js';
 
@@ -106,7 +106,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     const bases = new BasePulls(store, options, session);
     for (const stage of stages) {
       const name = safeExpand(new ShellLex(env.escapeToken), stage.from.image, (k) => env.globalArgs.get(k));
-      if (name && name.toLowerCase() !== 'scratch' && baseIndex(model, stage, name) < 0) {
+      if (name && namesRegistryImage(model, stage, name)) {
         try {
           bases.start(name, stagePlatform(stage, env, options));
         } catch {
@@ -338,7 +338,7 @@ export function baseImagesOf(dockerfileText: string, options: Pick<BuildOptions,
   const names = new Set<string>();
   for (const stage of model.stages) {
     const name = expandFrom(stage, env);
-    if (name.toLowerCase() !== 'scratch' && baseIndex(model, stage, name) < 0) names.add(name);
+    if (namesRegistryImage(model, stage, name)) names.add(name);
   }
   return [...names];
 }

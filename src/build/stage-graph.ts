@@ -21,6 +21,11 @@ export function baseIndex(model: DockerfileModel, stage: Stage, baseName: string
   return earlier ? earlier.index : -1;
 }
 
+/** Whether a FROM's expanded name is an image in a registry: neither scratch nor an earlier stage. */
+export function namesRegistryImage(model: DockerfileModel, stage: Stage, baseName: string): boolean {
+  return baseName.toLowerCase() !== 'scratch' && baseIndex(model, stage, baseName) < 0;
+}
+
 export function expandFrom(stage: Stage, env: StageEnvironment): string {
   const lex = new ShellLex(env.escapeToken);
   const name = lex.processWord(stage.from.image, (k) => env.globalArgs.get(k));
