@@ -50,6 +50,12 @@ int main(int argc, char **argv) {
     snprintf(threads, sizeof threads, "%ld", cores + 2 > 4 ? cores + 2 : 4);
     setenv("UV_THREADPOOL_SIZE", threads, 1);
   }
+  /* Node.js parses NODE_EXTRA_CA_CERTS before kiln runs (~90 ms); kiln reads it itself when TLS needs it. */
+  const char *extra_ca = getenv("NODE_EXTRA_CA_CERTS");
+  if (extra_ca && *extra_ca) {
+    setenv("KILN_NODE_EXTRA_CA_CERTS", extra_ca, 1);
+    unsetenv("NODE_EXTRA_CA_CERTS");
+  }
   execv(loader, args);
   fprintf(stderr, "kiln: cannot start %s: %s\n", loader, strerror(errno));
   return 127;

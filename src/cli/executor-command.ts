@@ -249,7 +249,7 @@ export function registryOptions(values: ParsedCommandLine['values'], env: NodeJS
     registryCertificates: registryCertificates(list('registry-certificate')),
     registryClientCertificates: registryClientCertificates(list('registry-client-cert')),
     certificateDirectories: certificateDirectories(env),
-    certificateFiles: env.SSL_CERT_FILE ? [env.SSL_CERT_FILE] : [],
+    certificateFiles: certificateFiles(env),
     pushRetry,
     imageDownloadRetry: nonNegative(values.get('image-download-retry') as number, 'image-download-retry'),
   };
@@ -258,6 +258,14 @@ export function registryOptions(values: ParsedCommandLine['values'], env: NodeJS
 export function nonNegative(value: number, flag: string): number {
   if (value < 0) throw new UsageError(`--${flag} must be 0 or more`);
   return value;
+}
+
+/**
+ * CA bundles trusted besides the directories: SSL_CERT_FILE, and Node's NODE_EXTRA_CA_CERTS, which
+ * bin/kiln and kiln's image hand over as KILN_NODE_EXTRA_CA_CERTS so Node does not parse it at start-up.
+ */
+function certificateFiles(env: NodeJS.ProcessEnv): string[] {
+  return [env.SSL_CERT_FILE, env.KILN_NODE_EXTRA_CA_CERTS ?? env.NODE_EXTRA_CA_CERTS].filter((f): f is string => !!f);
 }
 
 /** kaniko's image trusts /kaniko/ssl/certs (SSL_CERT_DIR there); elsewhere SSL_CERT_DIR when set. */

@@ -21,7 +21,7 @@ export interface RegistryOptions {
   registryClientCertificates: Map<string, { cert: string; key: string }>;
   /** Directories whose *.crt / *.pem files are trusted in addition to the system CAs (kaniko: /kaniko/ssl/certs). */
   certificateDirectories: string[];
-  /** Extra CA bundle files (SSL_CERT_FILE). */
+  /** Extra CA bundle files (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS). */
   certificateFiles: string[];
   /** --push-retry / --image-download-retry: extra attempts after the first. */
   pushRetry: number;

@@ -111,3 +111,27 @@ describe('a metadata-only build on a base from another registry', () => {
     }
   });
 });
+
+describe('a CA given only through NODE_EXTRA_CA_CERTS', () => {
+  it('is trusted, though bin/kiln keeps Node.js from parsing it at start-up', async () => {
+    const registry = await startRegistry('tls');
+    try {
+      await pushBusyboxImage(registry, 'base/busybox', 'latest', 'oci');
+      const ctx = await writeContext('extra-ca', `FROM ${registry.host}/base/busybox\nLABEL trusted=extra-ca\n`);
+      const emptyCertDir = join(dir, 'extra-ca', 'no-certs');
+      await mkdir(emptyCertDir, { recursive: true });
+      const env: NodeJS.ProcessEnv = { ...process.env, SSL_CERT_DIR: emptyCertDir, DOCKER_CONFIG: join(dir, 'extra-ca') };
+      delete env.SSL_CERT_FILE;
+      delete env.NODE_EXTRA_CA_CERTS;
+      const args = ['executor', '-c', ctx, '-d', `${registry.host}/apps/extra-ca:1`];
+      const untrusted = await kiln(args, { env });
+      assert.notEqual(untrusted.code, 0, 'without the CA the registry is not trusted');
+      assert.match(untrusted.stderr, /certificate/i);
+      const r = await kiln(args, { env: { ...env, NODE_EXTRA_CA_CERTS: registry.caFile } });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /Pushed 127\.0\.0\.1:\d+\/apps\/extra-ca@sha256:/);
+    } finally {
+      await registry.stop();
+    }
+  });
+});
