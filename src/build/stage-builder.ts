@@ -1,91 +1,37 @@
 // Builds one stage: dispatches each instruction onto the stage's image state (config, layers,
 // history, file view), expanding words with the environment as it stood before the instruction.
 import { posix } from 'node:path';
-import type { BuildContext } from '../context/build-context.js';
 import type { Instruction, CopyInstruction } from '../dockerfile/instructions.js';
 import { ShellLex, ShellExpansionError, type EnvLookup } from '../dockerfile/shell-lex.js';
-import type { BlobStore } from '../image/blob-store.js';
-import type { Descriptor, ImageConfig } from '../image/types.js';
-import { writeLayer, type Compression, type LayerEntry } from '../layer/layer-writer.js';
-import { layerMediaType, type MediaTypeFamily } from '../image/image.js';
+import type { Descriptor } from '../image/types.js';
+import { writeLayer, type LayerEntry } from '../layer/layer-writer.js';
+import { layerMediaType } from '../image/image.js';
 import { log } from '../log/logger.js';
 import { CopyError, parseChmod, planCopy } from './copy.js';
 import { BuildError } from './errors.js';
-import { FsView, relative } from './fs-view.js';
+import { relative } from './fs-view.js';
 import { goList } from './go-format.js';
 import { resolveChown, UserLookupError, type Identity } from './users.js';
 import { ContextError } from '../context/build-context.js';
 import type { CommandLineInstruction as RunInstruction } from '../dockerfile/instructions.js';
 import { storedLayer, type BuildRoot } from '../rootfs/build-root.js';
-import type { RootFactory } from '../rootfs/create-root.js';
 import { SandboxSetupError } from '../isolation/step-process.js';
 import { snapshotLayerEntries } from '../snapshot/snapshot.js';
 import { resolveUser, runArgv, runEnv, runHistory, runScript } from './run-step.js';
 import { SquashedChanges } from './single-snapshot.js';
-import { StageCache, type BuildCache } from './step-cache.js';
-import { hashText, type ChainItem } from '../cache/cache-key.js';
-import type { CachedStep, CacheLocation } from '../cache/layer-cache.js';
-import { sourceFiles } from '../context/source-digest.js';
-import type { LayerListing } from '../cache/layer-listing.js';
+import { StageCache } from './step-cache.js';
+import { dispatchCached, type CachedStage, type StepLayer } from './cached-steps.js';
+import type { StageEnvironment, StageImage } from './stage-environment.js';
 import { listingOf, withAncestors } from './layer-files.js';
 import {
   applyArg, applyCmd, applyEntrypoint, applyEnv, applyExpose, applyHealthcheck, applyLabel, applyMaintainer, applyOnbuild,
   applyShell, applyStopSignal, applyUser, applyVolume, applyWorkdir, type StageVariables,
 } from './metadata-steps.js';
 import { parseRunFlags, RunFlagError } from './run-mount-spec.js';
-import { prepareRunMounts, runMountKey, RunMountError, type SecretSource } from './run-mounts.js';
+import { prepareRunMounts, RunMountError } from './run-mounts.js';
 import { MountSetupError } from '../isolation/step-mounts.js';
 
-/** The image a stage produces (and a later stage may start FROM). */
-export interface StageImage {
-  config: ImageConfig;
-  layers: Descriptor[];
-  files: FsView;
-  /** Media types follow the base image's family (Docker v2s2 or OCI), as kaniko does. */
-  family: MediaTypeFamily;
-  /** Registries and repositories the base layers came from (for cross-repository mounts on push). */
-  blobSources: { registry: string; repository: string }[];
-  /** What the image's content is keyed by in the layer cache: the base's digest, or the key a stage ended with. */
-  cacheKey: string;
-}
-
-export interface StageEnvironment {
-  context: BuildContext;
-  store: BlobStore;
-  escapeToken: '\\' | '`';
-  /** Values of ARGs declared before the first FROM, after --build-arg overrides. */
-  globalArgs: Map<string, string | undefined>;
-  buildArgs: Map<string, string>;
-  /** Build args some ARG consumed, for the "not consumed" warning. */
-  consumedBuildArgs: Set<string>;
-  reproducible: boolean;
-  compression: Compression;
-  compressionLevel: number;
-  /** The build's start: cache entries' age. */
-  now: Date;
-  /** The time history and config say the image was made: SOURCE_DATE_EPOCH when given. */
-  created?: Date;
-  /** Build roots for RUN, made on first use (so builds without RUN never extract anything). */
-  roots: () => Promise<RootFactory>;
-  /** --single-snapshot: one layer per stage, written when the stage ends. */
-  singleSnapshot: boolean;
-  /** kaniko's --force-build-metadata: an (empty) layer for every instruction that would add history only. */
-  forceBuildMetadata: boolean;
-  /** COPY --from: the files of an earlier stage (name or index) or of an image. */
-  copySource: (from: string, sources?: readonly string[]) => Promise<{ files: BuildContext; name: string }>;
-  /** COPY --from: the cache key of an earlier stage, undefined when `from` names an image. */
-  copySourceKey: (from: string) => string | undefined;
-  /** The layer cache (--cache), when on. */
-  cache?: BuildCache;
-  /** Layers not in the blob store, by digest: where to fetch or mount them from (cache hits). */
-  remoteLayers: Map<string, CacheLocation>;
-  /** Downloads a layer the cache supplied into the store and lists its files. */
-  cachedLayerFiles: (layer: Descriptor, source: CacheLocation | undefined) => Promise<LayerListing>;
-  /** RUN --mount: where cache mounts persist (under --cache-dir) and the --secret values. */
-  runMounts: { cacheRoot: string; secrets: ReadonlyMap<string, SecretSource> };
-  /** Makes a layer's blob present in the store: from where the cache found it, else from `source`. */
-  ensureLocal: (layer: Descriptor, source: { registry: string; repository: string } | undefined) => Promise<void>;
-}
+// executor.ts imports these from here; they live in stage-environment.ts.
 
 export class StageBuilder {
   /** What `$VAR` sees (ENV and ARG values), and the lexer that expands words with it. */
@@ -105,9 +51,7 @@ export class StageBuilder {
   /** The stage's key chain, with --cache. */
   private readonly cache?: StageCache;
   /** The layer the last step wrote, and its files (what a cache save stores). */
-  private lastLayer?: { descriptor: Descriptor; diffId: string; listing: LayerListing };
-  /** Dockerfile line of the instruction being dispatched. */
-  private line = 0;
+  private lastLayer?: StepLayer;
 
   constructor(
     private readonly image: StageImage,
@@ -132,10 +76,9 @@ export class StageBuilder {
   }
 
   async dispatch(instruction: Instruction): Promise<void> {
-    this.line = instruction.node.startLine;
     const history = this.image.config.history.length;
     try {
-      if (this.cache) await this.dispatchCached(instruction, this.cache);
+      if (this.cache) await dispatchCached(instruction, this.cache, this.cachedStage());
       else await this.dispatchUnchecked(instruction);
       if (this.env.forceBuildMetadata && !this.squashed) await this.forceLayer(history);
     } catch (e) {
@@ -158,96 +101,23 @@ export class StageBuilder {
     delete last.empty_layer;
   }
 
-  /**
-   * With --cache: RUN (and COPY/ADD with --cache-copy-layers, and WORKDIR) are looked up by key and
-   * reused when found; every other instruction feeds the key chain by its history text.
-   */
-  private async dispatchCached(ins: Instruction, cache: StageCache): Promise<void> {
-    let item: ChainItem;
-    let kind: 'run' | 'copy' | 'workdir';
-    if (ins.kind === 'run') {
-      kind = 'run';
-      item = { line: this.line, text: runHistory(runArgv(ins, this.image.config.config.Shell ?? undefined), this.stageArgs) };
-      const mounts = await runMountKey(parseRunFlags(ins.flags, (w) => this.word(w)), this.env.context, this.env.copySourceKey);
-      if (Object.keys(mounts.files).length) item.files = mounts.files;
-      if (Object.keys(mounts.extra).length) item.extra = mounts.extra;
-      if (!mounts.cacheable) {
-        // A bind from an image by tag: what it reads is known only once read, so the chain takes the result.
-        await this.dispatchUnchecked(ins);
-        cache.note({ ...item, extra: { ...item.extra, result: this.image.config.rootfs.diff_ids.at(-1) ?? '' } });
-        return;
-      }
-    } else if (ins.kind === 'copy' || ins.kind === 'add') {
-      kind = 'copy';
-      const copy = await this.copyKeyItem(ins);
-      if (!copy.cacheable) {
-        // A COPY --from an image by tag: its content is known only once read, so the chain takes the result.
-        await this.dispatchUnchecked(ins);
-        cache.note({ ...copy.item, extra: { ...copy.item.extra, result: this.image.config.rootfs.diff_ids.at(-1) ?? '' } });
-        return;
-      }
-      item = copy.item;
-    } else if (ins.kind === 'workdir') {
-      kind = 'workdir';
-      item = { line: this.line, text: `WORKDIR ${this.word(ins.path)}` };
-    } else {
-      const history = this.image.config.history.length;
-      await this.dispatchUnchecked(ins);
-      const text = this.image.config.history.length > history ? this.image.config.history.at(-1)!.created_by! : ins.node.original;
-      cache.note({ line: this.line, text });
-      return;
-    }
-    if (!cache.caches(kind)) {
-      await this.dispatchUnchecked(ins);
-      cache.note(item);
-      return;
-    }
-    const found = await cache.lookup(item);
-    if ('hit' in found) {
-      if (ins.kind === 'workdir') applyWorkdir(this.image.config.config, this.word(ins.path));
-      return this.useCached(found.hit);
-    }
+  /** What the cached path (cached-steps.ts) may use of this stage. */
+  private cachedStage(): CachedStage {
+    return {
+      image: this.image, env: this.env, rootLayers: this.rootLayers, stageArgs: this.stageArgs,
+      root: () => this.root,
+      word: (text) => this.word(text),
+      run: (ins) => this.runUncached(ins),
+      history: (createdBy) => this.history(createdBy),
+      created: () => this.created(),
+    };
+  }
+
+  /** Runs an instruction without the cache; returns the layer it wrote, if any (what a cache save stores). */
+  private async runUncached(ins: Instruction): Promise<StepLayer | undefined> {
     this.lastLayer = undefined;
     await this.dispatchUnchecked(ins);
-    const layer = this.lastLayer as StageBuilder['lastLayer']; // set by the dispatch (TypeScript keeps the narrowing across it)
-    cache.store(found.miss, {
-      // The entry's own age (for --cache-ttl) is the real time, even when history says 1970.
-      createdBy: this.image.config.history.at(-1)?.created_by ?? item.text, created: this.env.now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
-      ...(layer ? { layer: { descriptor: layer.descriptor, diffId: layer.diffId }, listing: layer.listing } : {}),
-    });
-  }
-
-  /** A COPY/ADD as a key input: its text (variables are in the chain already) and what it reads. */
-  private async copyKeyItem(ins: CopyInstruction): Promise<{ item: ChainItem; cacheable: boolean }> {
-    const extra: Record<string, string> = {};
-    for (const s of ins.inlineSources) extra[`heredoc:${s.name}`] = hashText(s.content);
-    const item: ChainItem = { line: this.line, text: ins.node.original.trim(), extra };
-    const sources = ins.sources.map((s) => this.word(s));
-    if (ins.from === undefined) return { item: { ...item, files: await sourceFiles(this.env.context, sources, false) }, cacheable: true };
-    const from = this.word(ins.from);
-    const stageKey = this.env.copySourceKey(from);
-    if (stageKey !== undefined) return { item: { ...item, extra: { ...extra, 'from-stage': stageKey } }, cacheable: true };
-    // An image pinned by digest is content-addressed; a tag may move.
-    return { item: { ...item, extra: { ...extra, 'from-image': from } }, cacheable: /@sha256:[0-9a-f]{64}$/.test(from) };
-  }
-
-  /** A step the cache supplied: its layer joins the image; its files are listed only if a later step needs them. */
-  private async useCached(hit: CachedStep): Promise<void> {
-    if (!hit.layer) return this.history(hit.createdBy);
-    const { descriptor, diffId } = hit.layer;
-    this.image.layers.push(descriptor);
-    this.image.config.rootfs.diff_ids.push(diffId);
-    this.image.config.history.push({ created: this.created(), created_by: hit.createdBy });
-    this.rootLayers.push(descriptor);
-    if (hit.source) this.env.remoteLayers.set(descriptor.digest, hit.source);
-    const listing = hit.listing;
-    this.image.files.deferLayer(async () => listing ?? this.env.cachedLayerFiles(descriptor, hit.source));
-    if (this.root) {
-      // A root made for an earlier step that missed gets the layer too.
-      await this.image.files.ready();
-      await this.env.ensureLocal(descriptor, hit.source);
-      await this.root.addLayer(storedLayer(this.env.store, descriptor.digest));
-    }
+    return this.lastLayer as StepLayer | undefined; // set by the dispatch (TypeScript keeps the narrowing across it)
   }
 
   private word(text: string): string {

@@ -7,7 +7,7 @@ import { hostPlatform, InvalidPlatformError, parsePlatform, platformString } fro
 import type { Platform } from '../image/types.js';
 import { BuildError } from './errors.js';
 import type { BuildOptions } from './options.js';
-import type { StageEnvironment } from './stage-builder.js';
+import type { StageEnvironment } from './stage-environment.js';
 
 /** The stage a COPY --from names, by index or (case-insensitive) name; undefined for an image. */
 export function stageNamed(model: DockerfileModel, from: string): Stage | undefined {
