@@ -14,6 +14,7 @@ import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 import { removeTree } from '../util/remove-tree.js';
+import { Slots } from '../util/slots.js';
 
 /** A layer's directory (relative to the work dir) and, until unpack() hands it over, the listing its extraction read. */
 interface Extracted {
@@ -172,24 +173,3 @@ async function makeMountPoints(initDir: string, image: ImageLookup): Promise<voi
   }
 }
 
-/** A counting semaphore: at most `size` tasks run at once, the others wait in order. */
-class Slots {
-  private free: number;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(size: number) {
-    this.free = size;
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.free > 0) this.free--;
-    else await new Promise<void>((resolve) => this.waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.free++;
-    }
-  }
-}

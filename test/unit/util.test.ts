@@ -1,4 +1,4 @@
-// src/util: OncePerKey (shared work per key, failures forgotten) and removeTree.
+// src/util: OncePerKey (shared work per key, failures forgotten), Slots (a counting semaphore) and removeTree.
 import { strict as assert } from 'node:assert';
 import { chmod, lstat, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { OncePerKey } from '../../src/util/once-per-key.js';
 import { removeTree } from '../../src/util/remove-tree.js';
+import { Slots } from '../../src/util/slots.js';
 
 describe('OncePerKey', () => {
   it('runs the work once per key for every caller, during and after it', async () => {
@@ -28,6 +29,51 @@ describe('OncePerKey', () => {
     once.set('k', 'adopted');
     once.set('k', 'second');
     assert.equal(await once.get('k', async () => 'made'), 'adopted');
+  });
+});
+
+describe('Slots', () => {
+  /** Starts `count` tasks that each wait for their own release; reports how many ran at once at most. */
+  function tasks(slots: Slots, count: number) {
+    let running = 0;
+    let peak = 0;
+    const release: (() => void)[] = [];
+    const started: number[] = [];
+    const done = Array.from({ length: count }, (_, i) => slots.run(async () => {
+      running++;
+      peak = Math.max(peak, running);
+      started.push(i);
+      await new Promise<void>((resolve) => release.push(resolve));
+      running--;
+    }));
+    return { done, started, release, peak: () => peak };
+  }
+  const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+  it('runs at most its size at once, the others in order as slots free up', async () => {
+    const t = tasks(new Slots(2), 4);
+    await tick();
+    assert.deepEqual(t.started, [0, 1]);
+    t.release.shift()!();
+    await tick();
+    assert.deepEqual(t.started, [0, 1, 2]);
+    while (t.release.length) { t.release.shift()!(); await tick(); }
+    await Promise.all(t.done);
+    assert.deepEqual([t.started, t.peak()], [[0, 1, 2, 3], 2]);
+  });
+
+  it('grows: waiting tasks start at once, and the larger size holds afterwards', async () => {
+    const slots = new Slots(1);
+    const t = tasks(slots, 5);
+    await tick();
+    assert.deepEqual(t.started, [0]);
+    slots.grow(3);
+    await tick();
+    assert.deepEqual(t.started, [0, 1, 2]);
+    slots.grow(2); // never shrinks
+    while (t.release.length) { t.release.shift()!(); await tick(); }
+    await Promise.all(t.done);
+    assert.equal(t.peak(), 3);
   });
 });
 
