@@ -26,6 +26,7 @@ import { storedLayer } from '../rootfs/build-root.js';
 import { CopySources, sourceSubset } from './copy-sources.js';
 import { CopyError } from './copy.js';
 import { fetchLayers, type PulledImage } from '../remote/pull-image.js';
+import type { EarlyUploads } from '../remote/push-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
 import { BasePulls, pullBase } from './base-image.js';
@@ -51,7 +52,7 @@ export interface BuildResult {
  * `before` (the push-permission check) runs alongside the base images' pulls and must pass
  * before the first stage starts.
  */
-export async function buildImage(options: BuildOptions, session: RegistrySession, before?: Promise<void>): Promise<BuildResult> {
+export async function buildImage(options: BuildOptions, session: RegistrySession, before?: Promise<void>, early?: EarlyUploads): Promise<BuildResult> {
   const text = await readFile(options.dockerfilePath, 'utf8').catch((e: NodeJS.ErrnoException) => {
     throw new BuildError(`cannot read Dockerfile ${options.dockerfilePath}: ${e.code ?? e.message}`, 0);
   });
@@ -89,6 +90,10 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       },
       ...(cache ? { cache: { layers: cache, runLayers: options.cache!.runLayers, copyLayers: options.cache!.copyLayers, dockerfileId: dockerfileId(options) } satisfies BuildCache } : {}),
       remoteLayers: new Map(),
+      // Each layer of the target stage is final once written: it may go up while later steps run.
+      layerWritten: early && ((stageIndex, layer) => {
+        if (stageIndex === target) early.offer(layer, () => store.openVerified(layer.digest), []);
+      }),
       runMounts: { cacheRoot: runCacheRoot(options.baseImageCache.dir), secrets: options.secrets ?? new Map() },
       cachedLayerFiles: async (layer, source) => {
         if (source) await fetchLayers([layer], source, session, store, options.registry.imageDownloadRetry, lister.listLayer);
@@ -122,7 +127,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
         continue;
       }
       current = stage.index;
-      built.set(stage.index, await buildStage(stage, model, built, env, options, session, bases, lister));
+      built.set(stage.index, await buildStage(stage, model, built, env, options, session, bases, lister, stage.index === target ? early : undefined));
     }
     const unused = [...options.buildArgs.keys()].filter((k) => !env.consumedBuildArgs.has(k) && !env.globalArgs.has(k) && !PREDEFINED_ARGS.has(k));
     if (unused.length) log.warn(`One or more build-args [${unused.join(' ')}] were not consumed`);
@@ -150,6 +155,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       },
     };
   } catch (e) {
+    early?.stop();
     await disposeRoots(roots);
     await copySources.dispose();
     // The steps that finished before the failure are worth keeping in the cache.
@@ -216,11 +222,12 @@ async function disposeRoots(roots: Promise<RootFactory> | undefined): Promise<vo
 
 async function buildStage(
   stage: Stage, model: DockerfileModel, built: Map<number, StageImage>, env: StageEnvironment, options: BuildOptions, session: RegistrySession,
-  bases: BasePulls, lister: BaseFileLister,
+  bases: BasePulls, lister: BaseFileLister, early?: EarlyUploads,
 ): Promise<StageImage> {
   const baseName = expandFrom(stage, env);
   log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
   const base = await startingImage(baseName, stage, model, built, env, options, session, bases, lister);
+  if (early) await offerBaseLayers(base, env.store, early);
   const builder = new StageBuilder(base, env, stage.index, {
     platform: platformString(options.platform), reproducible: String(options.reproducible),
   });
@@ -244,6 +251,16 @@ async function buildStage(
     await builder.finish();
   }
   return builder.result;
+}
+
+/**
+ * The target stage's base layers go up while the stage builds, those already downloaded (for RUN
+ * or COPY). The others stream from their registry at push time, as before: never downloaded twice.
+ */
+async function offerBaseLayers(base: StageImage, store: BlobStore, early: EarlyUploads): Promise<void> {
+  for (const layer of base.layers) {
+    if (await store.has(layer.digest)) early.offer(layer, () => store.openVerified(layer.digest), base.blobSources);
+  }
 }
 
 /** The stage's base: scratch, a copy of an earlier stage's image, or an image pulled from a registry. */

@@ -56,7 +56,7 @@ export class StageBuilder {
   constructor(
     private readonly image: StageImage,
     private readonly env: StageEnvironment,
-    stageIndex: number,
+    private readonly stageIndex: number,
     /** Build-wide inputs of every cache key (platform, --reproducible). */
     cacheSettings: Record<string, string> = {},
   ) {
@@ -348,6 +348,7 @@ export class StageBuilder {
     if (inImage) {
       this.image.layers.push(written.descriptor);
       this.image.config.rootfs.diff_ids.push(written.diffId);
+      this.env.layerWritten?.(this.stageIndex, written.descriptor);
     }
     return written;
   }

@@ -59,6 +59,8 @@ export interface StageEnvironment {
   cachedLayerFiles: (layer: Descriptor, source: CacheLocation | undefined) => Promise<LayerListing>;
   /** RUN --mount: where cache mounts persist (under --cache-dir) and the --secret values. */
   runMounts: { cacheRoot: string; secrets: ReadonlyMap<string, SecretSource> };
+  /** A layer a stage wrote joined its image (not a cache hit's): the target stage's may be uploaded at once. */
+  layerWritten?: (stageIndex: number, layer: Descriptor) => void;
   /** Makes a layer's blob present in the store: from where the cache found it, else from `source`. */
   ensureLocal: (layer: Descriptor, source: { registry: string; repository: string } | undefined) => Promise<void>;
 }

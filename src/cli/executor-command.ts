@@ -15,7 +15,7 @@ import { createKeychain } from '../registry/auth/keychain.js';
 import { buildRegistryMaps } from '../registry/mirrors.js';
 import type { RegistryOptions } from '../registry/types.js';
 import { fetchMissingLayers } from '../remote/pull-image.js';
-import { checkPushPermissions, pushImage } from '../remote/push-image.js';
+import { checkPushPermissions, EarlyUploads, pushImage } from '../remote/push-image.js';
 import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
 import { parseSecretFlags } from './secret-flag.js';
@@ -54,7 +54,9 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
     // the build waits for the answer before its first stage.
     const permission = !options.noPush && !options.skipPushPermissionCheck ? checkPushPermissions(destinations, session) : undefined;
     permission?.catch(() => undefined); // awaited by buildImage
-    const result = await buildImage(options, session, permission);
+    // Blobs of the final image known before the build ends go up while it runs.
+    const early = options.noPush || destinations.length === 0 ? undefined : new EarlyUploads(destinations, session);
+    const result = await buildImage(options, session, permission, early);
     try {
       if (options.tarPath || options.ociLayoutPath) {
         for (const layer of result.image.manifest.layers) {
@@ -69,6 +71,7 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
           remoteLayers: result.remoteLayers,
           retries: options.registry.pushRetry,
           ignoreImmutableTagErrors: options.pushIgnoreImmutableTagErrors,
+          early,
         });
         const dotenv = dotenvPath(env);
         if (dotenv) await writeDotenv(dotenv, result.image.manifestDescriptor.digest, destinations);

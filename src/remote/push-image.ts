@@ -1,18 +1,32 @@
 // Pushes a built image to each destination: blobs first (several at once, HEAD-skipped, mounted
 // from the base image's repository when it lives on the same registry), the manifest last, so no
-// tag ever points at an image whose blobs are not all there.
+// tag ever points at an image whose blobs are not all there. Blobs of the final image known before
+// the build ends (its base layers, each layer of the target stage as it is written) may be uploaded
+// while the build goes on (EarlyUploads); the push then only waits for them.
 import type { BuiltImage } from '../image/image.js';
+import type { Descriptor } from '../image/types.js';
 import { log } from '../log/logger.js';
 import { referenceString, type ImageReference } from '../reference/reference.js';
+import type { OpenBlob } from '../registry/range-reader.js';
 import { RegistryError } from '../registry/types.js';
+import { Slots } from '../util/slots.js';
 import { forEachLimited, withRetries } from './retry.js';
 import type { RegistrySession } from './session.js';
+
+export interface BlobLocation { registry: string; repository: string }
+
+/** Blobs a push sends at once. */
+const PUSH_UPLOADS_AT_ONCE = 4;
+/** Uploads at once during the build: few, so the build's own downloads keep most of the bandwidth. */
+const EARLY_UPLOADS_AT_ONCE = 2;
 
 export interface PushOptions {
   /** Where blobs of the base image came from: candidates for cross-repository mounts. */
   blobSources: { registry: string; repository: string }[];
   /** Layers that live in another repository than blobSources[0] (layer cache hits), by digest. */
   remoteLayers?: ReadonlyMap<string, { registry: string; repository: string }>;
+  /** Uploads begun during the build: a blob one of them put in place is not sent again. */
+  early?: EarlyUploads;
   /** --push-retry: extra attempts of a whole push. */
   retries: number;
   ignoreImmutableTagErrors: boolean;
@@ -38,11 +52,14 @@ export async function pushImage(image: BuiltImage, destinations: readonly ImageR
 
 async function pushOnce(image: BuiltImage, dest: ImageReference, session: RegistrySession, options: PushOptions): Promise<void> {
   const client = session.client(dest.registry, dest.repository, 'push');
-  const mountFrom = options.blobSources
-    .filter((s) => s.registry === dest.registry && s.repository !== dest.repository)
-    .map((s) => s.repository);
+  const mountFrom = mountSources(options.blobSources, dest);
   const blobs = [...image.manifest.layers, image.configDescriptor];
-  await forEachLimited(blobs, 4, async (blob) => {
+  options.early?.hurry();
+  await forEachLimited(blobs, PUSH_UPLOADS_AT_ONCE, async (blob) => {
+    if (await options.early?.uploaded(dest, blob.digest)) {
+      log.debug(`blob ${blob.digest}: uploaded while the image was built`);
+      return;
+    }
     // A base layer never downloaded streams from its source registry straight to this one, the
     // download's own stream (which verifies the digest) being the upload's body.
     const source = options.remoteLayers?.get(blob.digest) ?? options.blobSources[0];
@@ -59,6 +76,64 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
   if (digest !== image.manifestDescriptor.digest) {
     throw new RegistryError(`${dest.registry} stored the manifest as ${digest}, expected ${image.manifestDescriptor.digest}`, dest.registry);
   }
+}
+
+/** Repositories of `dest`'s registry that may lend it a blob by cross-repository mount. */
+function mountSources(sources: readonly BlobLocation[], dest: ImageReference): string[] {
+  return sources.filter((s) => s.registry === dest.registry && s.repository !== dest.repository).map((s) => s.repository);
+}
+
+
+/**
+ * Uploads of the final image's blobs to every destination, begun while the build goes on: a base
+ * layer or a target-stage layer is final as soon as it is in the image, and its upload would
+ * otherwise wait for the last step. Only blobs go up early, never a manifest, so no tag changes
+ * before the push; a build that fails leaves at most unreferenced blobs, which registries collect.
+ * An early upload that fails is only logged: the push uploads that blob again, with its retries.
+ */
+export class EarlyUploads {
+  private readonly uploads = new Map<string, Promise<boolean>>();
+  private readonly slots = new Slots(EARLY_UPLOADS_AT_ONCE);
+  private stopped = false;
+
+  constructor(private readonly destinations: readonly ImageReference[], private readonly session: RegistrySession) {}
+
+  /** Starts uploading `blob` (read with `open`) to each destination; `sources` are mount candidates. */
+  offer(blob: Descriptor, open: OpenBlob, sources: readonly BlobLocation[]): void {
+    for (const dest of this.destinations) {
+      const key = uploadKey(dest, blob.digest);
+      if (this.uploads.has(key) || this.stopped) continue;
+      const upload = this.slots.run(async () => {
+        if (this.stopped) return false;
+        const how = await this.session.client(dest.registry, dest.repository, 'push').pushBlob(blob, open, { mountFrom: mountSources(sources, dest) });
+        log.debug(`blob ${blob.digest}: ${how} to ${dest.registry}/${dest.repository} while the image was built`);
+        return true;
+      }).catch((e: unknown) => {
+        log.debug(`early upload of ${blob.digest} to ${dest.registry}/${dest.repository} failed (the push tries again): ${(e as Error).message}`);
+        return false;
+      });
+      this.uploads.set(key, upload);
+    }
+  }
+
+  /** Whether an early upload put `digest` in `dest`'s repository (waiting for one still running). */
+  async uploaded(dest: ImageReference, digest: string): Promise<boolean> {
+    return (await this.uploads.get(uploadKey(dest, digest))) ?? false;
+  }
+
+  /** The push has begun: early uploads still waiting may run as many at once as the push's own. */
+  hurry(): void {
+    this.slots.grow(PUSH_UPLOADS_AT_ONCE);
+  }
+
+  /** The build failed: uploads not yet started never start. */
+  stop(): void {
+    this.stopped = true;
+  }
+}
+
+function uploadKey(dest: ImageReference, digest: string): string {
+  return `${dest.registry}/${dest.repository}@${digest}`;
 }
 
 /** kaniko's check before building: every destination repository must accept an upload. */

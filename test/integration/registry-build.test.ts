@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { kiln, mustRun } from '../helpers/exec.js';
+import { kiln, mustRun, runCommand } from '../helpers/exec.js';
 import { pushBusyboxImage, } from '../helpers/base-images.js';
 import { startRegistry, type RegistryMode, type TestRegistry } from '../helpers/registry.js';
 
@@ -130,6 +130,58 @@ describe('a CA given only through NODE_EXTRA_CA_CERTS', () => {
       const r = await kiln(args, { env: { ...env, NODE_EXTRA_CA_CERTS: registry.caFile } });
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stderr, /Pushed 127\.0\.0\.1:\d+\/apps\/extra-ca@sha256:/);
+    } finally {
+      await registry.stop();
+    }
+  });
+});
+
+describe('uploads during the build', () => {
+  it('sends the base and each finished layer of the target stage before the push, which then skips them', async () => {
+    const [source, target] = await Promise.all([startRegistry('http'), startRegistry('http')]);
+    try {
+      await pushBusyboxImage(source, 'base/busybox', 'latest', 'oci');
+      const ctx = await writeContext('early', [
+        'FROM ' + source.host + '/base/busybox AS unrelated',
+        'RUN echo not in the image > /unrelated.txt',
+        `FROM ${source.host}/base/busybox`,
+        'COPY hello.txt /hello.txt',
+        'RUN sleep 1 && echo built > /built.txt',
+      ].join('\n') + '\n');
+      const digestFile = join(dir, 'early', 'digest');
+      const r = await kiln(['executor', '-c', ctx, '-d', `${target.host}/apps/early:1`, '--digest-file', digestFile, '-v', 'debug']);
+      assert.equal(r.code, 0, r.stderr);
+      const pushing = r.stderr.indexOf('Pushing image to');
+      assert.ok(pushing > 0, r.stderr);
+      const early = [...r.stderr.slice(0, pushing).matchAll(/blob (sha256:[0-9a-f]{64}): uploaded to [^ ]+\/apps\/early while the image was built/g)].map((m) => m[1]);
+      const layout = join(dir, 'early', 'layout');
+      await mustRun('skopeo', ['copy', ...target.skopeoArgs('src'), `docker://${target.host}/apps/early:1`, `oci:${layout}:1`]);
+      const manifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', `oci:${layout}:1`])) as { layers: { digest: string }[] };
+      const [base, copied, run] = manifest.layers.map((l) => l.digest);
+      // The base layer (downloaded for the RUN) and the COPY's layer went up while the RUN ran; the
+      // RUN's own layer is the last, finished when the push begins.
+      assert.deepEqual(early.sort(), [base, copied].sort(), `early uploads: ${early.join(', ')}`);
+      assert.equal(manifest.layers.length, 3);
+      for (const digest of [base, copied]) assert.match(r.stderr.slice(pushing), new RegExp(`blob ${digest}: uploaded while the image was built`));
+      assert.match(r.stderr.slice(pushing), new RegExp(`blob ${run}: uploaded`));
+      const raw = await mustRun('skopeo', ['inspect', '--raw', ...target.skopeoArgs('inspect'), `docker://${target.host}/apps/early:1`]);
+      assert.equal('sha256:' + createHash('sha256').update(raw).digest('hex'), await readFile(digestFile, 'utf8'));
+    } finally {
+      await Promise.all([source.stop(), target.stop()]);
+    }
+  });
+
+  it('leaves no tag when a later step fails, though a finished layer went up', async () => {
+    const registry = await startRegistry('http');
+    try {
+      await pushBusyboxImage(registry, 'base/busybox', 'latest', 'oci');
+      const ctx = await writeContext('early-fail', `FROM ${registry.host}/base/busybox\nCOPY hello.txt /hello.txt\nRUN sleep 1 && exit 3\n`);
+      const r = await kiln(['executor', '-c', ctx, '-d', `${registry.host}/apps/early-fail:1`, '-v', 'debug']);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /blob sha256:[0-9a-f]{64}: uploaded to [^ ]+\/apps\/early-fail while the image was built/, 'the COPY layer went up during the RUN');
+      const tag = await runCommand('skopeo', ['inspect', '--raw', ...registry.skopeoArgs('inspect'), `docker://${registry.host}/apps/early-fail:1`]);
+      assert.notEqual(tag.code, 0, `the tag must not exist: ${tag.stdout}`);
+      assert.match(tag.stderr, /manifest unknown|not found|name unknown/i);
     } finally {
       await registry.stop();
     }
