@@ -1,4 +1,4 @@
-// The lstat walk of a tree by `kiln-sandbox scan` (native/kiln-sandbox.c), and the flat form both
+// The lstat walk of a tree by `kiln-sandbox scan` (native/sandbox-scan.c), and the flat form both
 // walks end in. The scanner is a few times faster than Node.js, whose per-call overhead dominates on
 // a 100k-file root. Its output is copied in blocks, while it still walks, and paths stay UTF-8
 // bytes: a string and a Map entry per path would cost more than the walk itself.
@@ -61,7 +61,7 @@ export class EntriesBuilder {
     return this.count++;
   }
 
-  /** Adds a block of kiln-sandbox scan's output (see native/kiln-sandbox.c): whole arrays at once. */
+  /** Adds a block of kiln-sandbox scan's output (see native/sandbox-scan.c): whole arrays at once. */
   addBlock(block: Buffer, count: number, pathBytes: number): void {
     this.reserve(count, pathBytes);
     let at = 8;
