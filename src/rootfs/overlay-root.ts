@@ -2,10 +2,10 @@
 // directory of its own (whiteouts as overlayfs writes them), a step gets a fresh upper directory on
 // top, and that upper directory is exactly the step's change set. It then becomes one more layer.
 // Layer directories are shared by every stage of a build, so a stage FROM an earlier one reuses them.
-import { chmod, chown, mkdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import type { LayerListing } from '../cache/layer-listing.js';
+import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
 import { OncePerKey } from '../util/once-per-key.js';
 import { extractLayer } from './extract-layer.js';
 import { extractInWorker } from './extract-in-worker.js';
@@ -15,6 +15,12 @@ import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 import { removeTree } from '../util/remove-tree.js';
 import { Slots } from '../util/slots.js';
+
+/**
+ * Blobs smaller than this are unpacked on the main thread: a worker costs ~100 ms of CPU to start
+ * (Node's bootstrap, then the extractor's modules), a busybox base or a COPY's layer a few ms.
+ */
+const WORKER_MIN_BYTES = 2 << 20;
 
 /** A layer's directory (relative to the work dir) and, until unpack() hands it over, the listing its extraction read. */
 interface Extracted {
@@ -69,9 +75,14 @@ export class LayerDirectories {
       await rm(abs, { recursive: true, force: true });
       await mkdir(abs, { recursive: true });
       try {
-        // A blob file is unpacked on a worker thread: the main thread goes on downloading and building.
-        if (layer.path) listing = await extractInWorker({ path: layer.path, digest: layer.digest, root: abs, whiteouts: 'overlay', layerName: layer.digest });
-        else await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest });
+        // A large blob file is unpacked on a worker thread: the main thread goes on downloading and building.
+        if (layer.path && (await stat(layer.path)).size >= WORKER_MIN_BYTES) {
+          listing = await extractInWorker({ path: layer.path, digest: layer.digest, root: abs, whiteouts: 'overlay', layerName: layer.digest });
+        } else {
+          const list = layer.path ? new ListingCollector() : undefined;
+          await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest, ...(list ? { list } : {}) });
+          listing = list?.listing;
+        }
       } catch (e) {
         await rm(abs, { recursive: true, force: true });
         throw e;
