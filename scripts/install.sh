@@ -16,5 +16,7 @@ for p in "${needed[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); don
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-npm ci --no-audit --no-fund --loglevel=error
+# zstd-napi's install looks for a prebuilt binary on GitHub first, which install steps may not reach (a
+# network that drops packets would hang it): build it from source straight away, as node-gyp does anyway.
+npm_config_build_from_source=true npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
