@@ -10,6 +10,26 @@ export interface ExecutorFlag extends FlagSpec {
   aliasOf?: string;
 }
 
+/**
+ * How kiln reaches registries: plain HTTP, TLS trust and verification, mirrors. The executor and the
+ * warmer share them; only what --insecure and --skip-tls-verify cover differs (the warmer only pulls).
+ */
+export function registryFlags(describe: { insecure: string; skipTlsVerify: string }): FlagSpec[] {
+  return [
+    { name: 'insecure', kind: 'bool', default: false, description: describe.insecure },
+    { name: 'insecure-pull', kind: 'bool', default: false, description: 'Pull over plain HTTP' },
+    { name: 'insecure-registry', kind: 'list', description: 'Registry to use over plain HTTP (repeatable)' },
+    { name: 'skip-tls-verify', kind: 'bool', default: false, description: describe.skipTlsVerify },
+    { name: 'skip-tls-verify-pull', kind: 'bool', default: false, description: 'Pull without verifying TLS' },
+    { name: 'skip-tls-verify-registry', kind: 'list', description: 'Registry to use without TLS verification (repeatable)' },
+    { name: 'registry-certificate', kind: 'list', description: 'registry=path of a CA certificate (repeatable)' },
+    { name: 'registry-client-cert', kind: 'list', description: 'registry=cert,key for mutual TLS (repeatable)' },
+    { name: 'registry-mirror', kind: 'list', env: 'KANIKO_REGISTRY_MIRROR', description: 'Mirror for docker.io (repeatable)' },
+    { name: 'registry-map', kind: 'list', env: 'KANIKO_REGISTRY_MAP', description: 'original=mirror;... registry mapping' },
+    { name: 'skip-default-registry-fallback', kind: 'bool', default: false, description: 'Fail instead of falling back from mirrors' },
+  ];
+}
+
 export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   // Built.
   { name: 'context', short: 'c', kind: 'string', default: '/workspace/', description: 'The build context: a directory (or dir://path), tar://path.tar[.gz], tar://stdin, https://host/context.tar.gz, or git://host/repo[#ref[#commit]]' },
@@ -41,17 +61,7 @@ export const EXECUTOR_FLAGS: readonly ExecutorFlag[] = [
   { name: 'customPlatform', kind: 'string', aliasOf: 'custom-platform', description: 'Deprecated: use --custom-platform' },
   // Not built yet.
   { name: 'bucket', short: 'b', kind: 'string', notYet: 'no issue yet (cloud-storage contexts)', description: 'Cloud storage bucket holding the context' },
-  { name: 'insecure', kind: 'bool', default: false, description: 'Push over plain HTTP' },
-  { name: 'insecure-pull', kind: 'bool', default: false, description: 'Pull over plain HTTP' },
-  { name: 'insecure-registry', kind: 'list', description: 'Registry to use over plain HTTP (repeatable)' },
-  { name: 'skip-tls-verify', kind: 'bool', default: false, description: 'Push without verifying TLS' },
-  { name: 'skip-tls-verify-pull', kind: 'bool', default: false, description: 'Pull without verifying TLS' },
-  { name: 'skip-tls-verify-registry', kind: 'list', description: 'Registry to use without TLS verification (repeatable)' },
-  { name: 'registry-certificate', kind: 'list', description: 'registry=path of a CA certificate (repeatable)' },
-  { name: 'registry-client-cert', kind: 'list', description: 'registry=cert,key for mutual TLS (repeatable)' },
-  { name: 'registry-mirror', kind: 'list', env: 'KANIKO_REGISTRY_MIRROR', description: 'Mirror for docker.io (repeatable)' },
-  { name: 'registry-map', kind: 'list', env: 'KANIKO_REGISTRY_MAP', description: 'original=mirror;... registry mapping' },
-  { name: 'skip-default-registry-fallback', kind: 'bool', default: false, description: 'Fail instead of falling back from mirrors' },
+  ...registryFlags({ insecure: 'Push over plain HTTP', skipTlsVerify: 'Push without verifying TLS' }),
   { name: 'push-retry', kind: 'int', default: 0, description: 'Retries for pushing' },
   { name: 'push-ignore-immutable-tag-errors', kind: 'bool', default: false, description: 'Ignore immutable-tag errors on push' },
   { name: 'image-download-retry', kind: 'int', default: 0, description: 'Retries for pulling the base image' },

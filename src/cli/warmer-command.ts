@@ -10,6 +10,7 @@ import { buildRegistryMaps } from '../registry/mirrors.js';
 import { RegistrySession } from '../remote/session.js';
 import { reportFailure, UsageError } from './errors.js';
 import { configureLogging, flagReaders, keyValues, parseGoDuration, registryOptions } from './executor-command.js';
+import { registryFlags } from './executor-flags.js';
 import { parseFlags, type FlagSpec } from './flag-parser.js';
 import { hostPlatform, parsePlatformFlag } from './platform.js';
 
@@ -21,17 +22,7 @@ export const WARMER_FLAGS: readonly FlagSpec[] = [
   { name: 'dockerfile', short: 'd', kind: 'string', description: 'Also cache every base image this Dockerfile\'s stages start FROM' },
   { name: 'build-arg', kind: 'list', description: 'Build argument for the Dockerfile\'s FROM lines (repeatable)' },
   { name: 'custom-platform', kind: 'string', description: 'Platform os/arch[/variant] to cache (default: this machine)' },
-  { name: 'insecure', kind: 'bool', default: false, description: 'Use plain HTTP' },
-  { name: 'insecure-pull', kind: 'bool', default: false, description: 'Pull over plain HTTP' },
-  { name: 'insecure-registry', kind: 'list', description: 'Registry to use over plain HTTP (repeatable)' },
-  { name: 'skip-tls-verify', kind: 'bool', default: false, description: 'Do not verify TLS' },
-  { name: 'skip-tls-verify-pull', kind: 'bool', default: false, description: 'Pull without verifying TLS' },
-  { name: 'skip-tls-verify-registry', kind: 'list', description: 'Registry to use without TLS verification (repeatable)' },
-  { name: 'registry-certificate', kind: 'list', description: 'registry=path of a CA certificate (repeatable)' },
-  { name: 'registry-client-cert', kind: 'list', description: 'registry=cert,key for mutual TLS (repeatable)' },
-  { name: 'registry-mirror', kind: 'list', env: 'KANIKO_REGISTRY_MIRROR', description: 'Mirror for docker.io (repeatable)' },
-  { name: 'registry-map', kind: 'list', env: 'KANIKO_REGISTRY_MAP', description: 'original=mirror;... registry mapping' },
-  { name: 'skip-default-registry-fallback', kind: 'bool', default: false, description: 'Fail instead of falling back from mirrors' },
+  ...registryFlags({ insecure: 'Use plain HTTP', skipTlsVerify: 'Do not verify TLS' }),
   { name: 'image-download-retry', kind: 'int', default: 0, description: 'Retries for downloading an image' },
   { name: 'verbosity', short: 'v', kind: 'string', default: 'info', description: 'Log level: trace, debug, info, warn, error, fatal, panic' },
   { name: 'log-format', kind: 'string', default: 'color', description: 'Log format: color, text, json' },
