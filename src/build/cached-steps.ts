@@ -9,6 +9,7 @@ import type { CachedStep } from '../cache/layer-cache.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import { sourceFiles } from '../context/source-digest.js';
 import { storedLayer, type BuildRoot } from '../rootfs/build-root.js';
+import { isoSeconds } from '../util/iso-seconds.js';
 import { applyWorkdir } from './metadata-steps.js';
 import { parseRunFlags } from './run-mount-spec.js';
 import { runMountKey } from './run-mounts.js';
@@ -94,7 +95,7 @@ export async function dispatchCached(ins: Instruction, cache: StageCache, stage:
   const layer = await stage.run(ins);
   cache.store(found.miss, {
     // The entry's own age (for --cache-ttl) is the real time, even when history says 1970.
-    createdBy: config.history.at(-1)?.created_by ?? item.text, created: stage.env.now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    createdBy: config.history.at(-1)?.created_by ?? item.text, created: isoSeconds(stage.env.now),
     ...(layer ? { layer: { descriptor: layer.descriptor, diffId: layer.diffId }, listing: layer.listing } : {}),
   });
 }

@@ -20,7 +20,8 @@ import { RegistryError } from '../registry/types.js';
 import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder } from './stage-builder.js';
-import type { StageEnvironment, StageImage } from './stage-environment.js';
+import { imageTime, type StageEnvironment, type StageImage } from './stage-environment.js';
+import { isoSeconds } from '../util/iso-seconds.js';
 import type { Isolation, RootFactory } from '../rootfs/create-root.js';
 import { storedLayer } from '../rootfs/build-root.js';
 import { CopySources, sourceSubset } from './copy-sources.js';
@@ -137,7 +138,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
     if (options.labels.size) {
       config.config.Labels = { ...(config.config.Labels ?? {}), ...Object.fromEntries(options.labels) };
     }
-    config.created = isoSeconds(env.created ?? (options.reproducible ? new Date(0) : env.now));
+    config.created = imageTime(env);
     const image = await assembleImage(config, final.layers, store, final.family);
     // Deleting the roots' files (thousands: seconds on slow disks) overlaps the push in chroot
     // isolation. Container isolation's --cleanup wipes "/" before anything else happens, as in kaniko.
@@ -372,7 +373,4 @@ function emptyConfig(platform: Platform): ImageConfig {
   };
 }
 
-function isoSeconds(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
 

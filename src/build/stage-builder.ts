@@ -21,7 +21,7 @@ import { resolveUser, runArgv, runEnv, runHistory, runScript } from './run-step.
 import { SquashedChanges } from './single-snapshot.js';
 import { StageCache } from './step-cache.js';
 import { dispatchCached, type CachedStage, type StepLayer } from './cached-steps.js';
-import type { StageEnvironment, StageImage } from './stage-environment.js';
+import { imageTime, type StageEnvironment, type StageImage } from './stage-environment.js';
 import { listingOf, withAncestors } from './layer-files.js';
 import {
   applyArg, applyCmd, applyEntrypoint, applyEnv, applyExpose, applyHealthcheck, applyLabel, applyMaintainer, applyOnbuild,
@@ -358,6 +358,6 @@ export class StageBuilder {
   }
 
   private created(): string {
-    return (this.env.created ?? (this.env.reproducible ? new Date(0) : this.env.now)).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    return imageTime(this.env);
   }
 }

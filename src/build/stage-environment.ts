@@ -11,6 +11,7 @@ import type { BuildCache } from './step-cache.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import type { SecretSource } from './run-mounts.js';
+import { isoSeconds } from '../util/iso-seconds.js';
 
 /** The image a stage produces (and a later stage may start FROM). */
 export interface StageImage {
@@ -23,6 +24,11 @@ export interface StageImage {
   blobSources: { registry: string; repository: string }[];
   /** What the image's content is keyed by in the layer cache: the base's digest, or the key a stage ended with. */
   cacheKey: string;
+}
+
+/** The time history and config say the image was made: SOURCE_DATE_EPOCH, 1970 with --reproducible, else the build's start. */
+export function imageTime(env: Pick<StageEnvironment, 'created' | 'reproducible' | 'now'>): string {
+  return isoSeconds(env.created ?? (env.reproducible ? new Date(0) : env.now));
 }
 
 export interface StageEnvironment {

@@ -1,5 +1,6 @@
 // Kaniko-style log lines on stderr: the three formats kaniko's users already parse in CI logs
 // (logrus' coloured text, plain key=value text, JSON), the same level names, and secret redaction.
+import { isoSeconds } from '../util/iso-seconds.js';
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'panic'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -92,9 +93,6 @@ export class Logger {
   }
 }
 
-function isoSeconds(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
-}
 
 // logrus quotes a text-format value only when it holds characters outside a safe set.
 function quoteIfNeeded(value: string): string {
