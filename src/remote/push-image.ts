@@ -13,6 +13,7 @@ import { Slots } from '../util/slots.js';
 import { forEachLimited, withRetries } from './retry.js';
 import type { RegistrySession } from './session.js';
 
+/** A repository a blob can be read or mounted from. */
 export interface BlobLocation { registry: string; repository: string }
 
 /** Blobs a push sends at once. */
@@ -22,9 +23,9 @@ const EARLY_UPLOADS_AT_ONCE = 2;
 
 export interface PushOptions {
   /** Where blobs of the base image came from: candidates for cross-repository mounts. */
-  blobSources: { registry: string; repository: string }[];
+  blobSources: BlobLocation[];
   /** Layers that live in another repository than blobSources[0] (layer cache hits), by digest. */
-  remoteLayers?: ReadonlyMap<string, { registry: string; repository: string }>;
+  remoteLayers?: ReadonlyMap<string, BlobLocation>;
   /** Uploads begun during the build: a blob one of them put in place is not sent again. */
   early?: EarlyUploads;
   /** --push-retry: extra attempts of a whole push. */
