@@ -4,7 +4,7 @@
  * which a build in container isolation replaces. The command is the name it was started as.
  *
  *   <dir>/executor ARGS...  →  <dir>/lib/ld.so --library-path <dir>/lib <dir>/node
- *                              <dir>/kiln/dist/src/cli/main.js executor ARGS...
+ *                              <dir>/kiln/dist/src/cli/start.cjs executor ARGS...
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 int main(int argc, char **argv) {
-  char self[PATH_MAX], dir[PATH_MAX], loader[PATH_MAX], libs[PATH_MAX], node[PATH_MAX], main_js[PATH_MAX];
+  char self[PATH_MAX], dir[PATH_MAX], loader[PATH_MAX], libs[PATH_MAX], node[PATH_MAX], start_js[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n < 0) {
     fprintf(stderr, "kiln: cannot find its own directory (/proc/self/exe): %s\n", strerror(errno));
@@ -31,7 +31,7 @@ int main(int argc, char **argv) {
   snprintf(loader, sizeof loader, "%s/lib/ld.so", home);
   snprintf(libs, sizeof libs, "%s/lib", home);
   snprintf(node, sizeof node, "%s/node", home);
-  snprintf(main_js, sizeof main_js, "%s/kiln/dist/src/cli/main.js", home);
+  snprintf(start_js, sizeof start_js, "%s/kiln/dist/src/cli/start.cjs", home);
   char **args = calloc((size_t)argc + 7, sizeof *args);
   if (!args) return 1;
   int i = 0;
@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
   args[i++] = "--library-path";
   args[i++] = libs;
   args[i++] = node;
-  args[i++] = main_js;
+  args[i++] = start_js;
   args[i++] = command;
   for (int a = 1; a < argc; a++) args[i++] = argv[a];
   args[i] = NULL;

@@ -1,32 +1,24 @@
 // The connections of one transport: an undici dispatcher for every host it reaches (registry, blob
 // storage, token realm) with the same trust, HTTPS_PROXY/HTTP_PROXY/NO_PROXY as in Go (local hosts
 // never proxied), and a cheap check of whether https can work on a port at all.
-import { createRequire } from 'node:module';
 import { isIPv4 } from 'node:net';
 import { connect as tlsConnect, createSecureContext, type SecureContext } from 'node:tls';
-import type { Agent as AgentType, buildConnector as BuildConnector, Dispatcher, EnvHttpProxyAgent as EnvHttpProxyAgentType } from 'undici';
+import type { buildConnector as BuildConnector, Dispatcher } from 'undici';
 import { errorCode, isPlainTextAnswer, type RegistryConnectOptions } from './tls.js';
-
-const load = createRequire(import.meta.url);
-let dispatcherPrototype: object | undefined;
 
 /**
  * Only the parts of undici kiln uses, loaded on first use: its index also loads fetch, WebSocket,
  * caches and mocks, ~90 ms of every start-up on a slow machine, and proxies need more of it than
  * direct connections. The paths are undici's own layout (the same in v6 and v7; the registry unit
- * tests load both sets), and the methods are attached to dispatchers as its index attaches them.
+ * tests load both sets; undici-lib.d.ts types them), and the methods are attached to dispatchers as
+ * its index attaches them. Literal import() paths let kiln's bundle (scripts/bundle.mjs) include them.
  */
-function loadUndici<T>(api: 'request' | 'all', module: string): T {
-  dispatcherPrototype ??= (load('undici/lib/dispatcher/dispatcher.js') as { prototype: object }).prototype;
-  const methods: Record<string, unknown> = api === 'request' ? { request: load('undici/lib/api/api-request.js') } : load('undici/lib/api/index.js') as Record<string, unknown>;
+async function attachApi(api: 'request' | 'all'): Promise<void> {
+  const { prototype } = (await import('undici/lib/dispatcher/dispatcher.js')).default;
+  const methods: Record<string, unknown> = api === 'request' ? { request: (await import('undici/lib/api/api-request.js')).default } : (await import('undici/lib/api/index.js')).default;
   for (const [name, method] of Object.entries(methods)) {
-    if (!(name in dispatcherPrototype)) Object.defineProperty(dispatcherPrototype, name, { value: method, writable: true, configurable: true });
+    if (!(name in prototype)) Object.defineProperty(prototype, name, { value: method, writable: true, configurable: true });
   }
-  return load(`undici/lib/${module}`) as T;
-}
-
-function buildConnector(options: BuildConnector.BuildOptions): BuildConnector.connector {
-  return (load('undici/lib/core/connect.js') as typeof BuildConnector)(options);
 }
 
 export interface DispatcherTimeouts {
@@ -53,11 +45,13 @@ export function reachedDirectly(host: string): boolean {
 export async function createDispatcher(tls: () => Promise<RegistryConnectOptions>, timeouts: DispatcherTimeouts): Promise<Dispatcher> {
   if (proxyConfigured()) {
     const noProxy = [process.env.no_proxy ?? process.env.NO_PROXY, 'localhost', '127.0.0.1', '[::1]'].filter(Boolean).join(',');
-    const EnvHttpProxyAgent = loadUndici<typeof EnvHttpProxyAgentType>('all', 'dispatcher/env-http-proxy-agent.js');
+    await attachApi('all');
+    const EnvHttpProxyAgent = (await import('undici/lib/dispatcher/env-http-proxy-agent.js')).default;
     const t = await tls();
     const connect = { secureContext: t.secureContext, rejectUnauthorized: t.rejectUnauthorized };
     return new EnvHttpProxyAgent({ ...timeouts, noProxy, connect, requestTls: connect, proxyTls: { ca: t.ca, rejectUnauthorized: t.rejectUnauthorized } });
   }
+  const buildConnector = (await import('undici/lib/core/connect.js')).default;
   const plain = buildConnector({});
   let secure: Promise<BuildConnector.connector> | undefined;
   const connect: BuildConnector.connector = (options, callback) => {
@@ -69,7 +63,8 @@ export async function createDispatcher(tls: () => Promise<RegistryConnectOptions
     });
   };
   // No proxy: what EnvHttpProxyAgent would be, without loading the proxy agents.
-  const Agent = loadUndici<typeof AgentType>('request', 'dispatcher/agent.js');
+  await attachApi('request');
+  const Agent = (await import('undici/lib/dispatcher/agent.js')).default;
   return new Agent({ ...timeouts, connect });
 }
 

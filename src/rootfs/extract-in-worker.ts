@@ -21,7 +21,8 @@ export type ExtractReply =
 /** Extracts the layer; resolves with its listing, read in the same pass. */
 export function extractInWorker(job: ExtractJob): Promise<LayerListing> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./extract-worker.js', import.meta.url), { workerData: job });
+    // The path names its directory: it must hold from kiln's bundle (dist/src/cli/kiln.cjs) too.
+    const worker = new Worker(new URL('../rootfs/extract-worker.js', import.meta.url), { workerData: job });
     let replied = false;
     worker.once('message', (reply: ExtractReply) => {
       replied = true;

@@ -89,7 +89,8 @@ export async function walkTree(root: string, ignored: readonly string[]): Promis
   const shares: string[][] = Array.from({ length: threads }, () => []);
   frontier.forEach((d, i) => shares[i % threads]!.push(d));
   const parts = await Promise.all(shares.map((dirs) => new Promise<WalkResult>((resolve, reject) => {
-    const worker = new Worker(new URL('./tree-walk-worker.js', import.meta.url), { workerData: { root, dirs, ignored } });
+    // The path names its directory: it must hold from kiln's bundle (dist/src/cli/kiln.cjs) too.
+    const worker = new Worker(new URL('../snapshot/tree-walk-worker.js', import.meta.url), { workerData: { root, dirs, ignored } });
     worker.once('message', (r: WalkResult) => resolve(r));
     worker.once('error', reject);
     worker.once('exit', (code) => { if (code !== 0) reject(new Error(`tree walk worker exited with ${code}`)); });
