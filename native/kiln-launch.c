@@ -43,13 +43,6 @@ int main(int argc, char **argv) {
   args[i++] = command;
   for (int a = 1; a < argc; a++) args[i++] = argv[a];
   args[i] = NULL;
-  /* Layer compression runs in libuv's thread pool (4 threads by default): give it every core. */
-  if (!getenv("UV_THREADPOOL_SIZE")) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    char threads[16];
-    snprintf(threads, sizeof threads, "%ld", cores + 2 > 4 ? cores + 2 : 4);
-    setenv("UV_THREADPOOL_SIZE", threads, 1);
-  }
   /* Node.js parses NODE_EXTRA_CA_CERTS before kiln runs (~90 ms); kiln reads it itself when TLS needs it. */
   const char *extra_ca = getenv("NODE_EXTRA_CA_CERTS");
   if (extra_ca && *extra_ca) {

@@ -1,16 +1,27 @@
 // Where a build's base images come from: the warmer's cache (--cache-dir) when it holds them, else
-// their registry through mirrors and registry maps, with the platform and retries of the flags.
+// their registry through mirrors and registry maps, with the platform and retries of the flags;
+// and what a stage downloads of its registry base (the layers, listed or unpacked as they arrive).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BaseImageCache } from '../cache/base-image-cache.js';
-import type { BlobStore } from '../image/blob-store.js';
+import type { Stage } from '../dockerfile/stages.js';
+import { DigestMismatchError, type BlobStore } from '../image/blob-store.js';
 import { platformString } from '../image/platform.js';
-import type { Platform } from '../image/types.js';
+import type { Descriptor, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
-import { parseReference, referenceString } from '../reference/reference.js';
-import { choosePlatform, pullImage, type PulledImage } from '../remote/pull-image.js';
+import { InvalidReferenceError, parseReference, referenceString } from '../reference/reference.js';
+import { RegistryError } from '../registry/types.js';
+import { choosePlatform, fetchLayers, pullImage, type PulledImage } from '../remote/pull-image.js';
+import type { BlobLocation, EarlyUploads } from '../remote/push-image.js';
 import type { RegistrySession } from '../remote/session.js';
+import { storedLayer } from '../rootfs/build-root.js';
+import { isoSeconds } from '../util/iso-seconds.js';
+import type { BaseFileLister } from './base-files.js';
+import { BuildError } from './errors.js';
+import { FsView } from './fs-view.js';
 import type { BuildOptions } from './options.js';
+import type { StageEnvironment, StageImage } from './stage-environment.js';
+import { stagePlatform } from './stage-graph.js';
 
 /** How base images (FROM, COPY --from) are pulled: platform, mirrors and retries from the flags. */
 function pullOptions(options: BuildOptions): Parameters<typeof pullImage>[2] {
@@ -72,4 +83,100 @@ export class BasePulls {
     const pulled = await (this.pending.get(`${name} ${platformString(platform)}`) ?? pullBase(name, this.store, { ...this.options, platform }, this.session));
     return { ...pulled, config: structuredClone(pulled.config), layers: [...pulled.layers] };
   }
+}
+
+/** Called with each base layer as it lands in the blob store. */
+type LayerStored = (layer: Descriptor) => void;
+
+/**
+ * A stage's registry base. A stage that writes files needs the base's listing, read in the same pass
+ * as the download (for RUN on overlayfs, the unpacking too). Otherwise nothing is downloaded now:
+ * a push streams the layers from the source registry, and a later stage that needs the files (FROM
+ * this one) downloads and lists them then. With the layer cache, steps that hit need no files: the
+ * download waits for a step that does.
+ *
+ * For the target stage (`early`), each base layer starts uploading to the destinations as soon as it
+ * is in the blob store, while the others still download. A stage that writes no files at all never
+ * downloads its base: its layers stream from the source registry to the destinations at once, while
+ * the stage builds, rather than at push time. No layer is downloaded twice either way.
+ */
+export async function registryBase(
+  baseName: string, stage: Stage, env: StageEnvironment, options: BuildOptions, session: RegistrySession,
+  bases: BasePulls, lister: BaseFileLister, early?: EarlyUploads,
+): Promise<StageImage> {
+  try {
+    const pulled = await bases.take(baseName, stagePlatform(stage, env, options));
+    const blobSources: BlobLocation[] = [{ registry: pulled.source.registry, repository: pulled.source.repository }];
+    const stored = early && ((layer: Descriptor) => early.offer(layer, () => env.store.openVerified(layer.digest), blobSources));
+    const retries = options.registry.imageDownloadRetry;
+    const touchesFiles = writesFiles(stage, pulled);
+    const downloadsNow = touchesFiles && !options.cache;
+    const runs = options.isolation === 'chroot' && stage.instructions.some((i) => i.kind === 'run');
+    if (downloadsNow && runs) await fetchUnpacked(pulled, lister, session, env, retries, stored);
+    else if (downloadsNow) await fetchListed(pulled, lister, session, env.store, retries, stored);
+    if (early) {
+      for (const layer of pulled.layers) {
+        // Layers already in the store (the warmer's cache) were never "downloaded".
+        if (await env.store.has(layer.digest)) stored!(layer);
+        else if (!touchesFiles) early.offer(layer, () => session.client(pulled.source.registry, pulled.source.repository, 'pull').getBlob(layer.digest), blobSources);
+      }
+    }
+    const cache = env.cache?.layers;
+    const files = downloadsNow
+      ? lister.view(pulled.layers)
+      : FsView.lazy(async () => {
+        // An earlier build may have stored the base's listing with the layer cache: no download then.
+        const known = await cache?.baseListing(pulled.manifestDigest);
+        if (known) return FsView.of(known.entries);
+        await fetchListed(pulled, lister, session, env.store, retries);
+        const view = lister.view(pulled.layers);
+        cache?.saveBaseListing(pulled.manifestDigest, { entries: view.entries(), whiteouts: [], opaque: [] }, isoSeconds(env.now));
+        return view;
+      });
+    return { config: pulled.config, layers: [...pulled.layers], files, family: pulled.family, blobSources, cacheKey: `image@${pulled.manifestDigest}` };
+  } catch (e) {
+    if (e instanceof RegistryError || e instanceof InvalidReferenceError || e instanceof DigestMismatchError) {
+      throw new BuildError(`FROM ${baseName}: ${e.message}`, stage.from.node.startLine);
+    }
+    throw e;
+  }
+}
+
+/** Whether the stage changes the base's files (ONBUILD triggers may). */
+function writesFiles(stage: Stage, pulled: PulledImage): boolean {
+  return stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
+    || (pulled.config.config.OnBuild ?? []).length > 0;
+}
+
+/** Downloads a base's layers into the store, listing each as it arrives; layers listed by an earlier stage are not read again. */
+async function fetchListed(pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, store: BlobStore, retries: number, stored?: LayerStored): Promise<void> {
+  await Promise.all([
+    fetchLayers(pulled.layers.filter((l) => !lister.has(l)), pulled.source, session, store, retries, lister.listLayer, stored),
+    fetchLayers(pulled.layers.filter((l) => lister.has(l)), pulled.source, session, store, retries, undefined, stored),
+  ]);
+}
+
+/**
+ * For a stage that will RUN on overlayfs: each base layer is unpacked for the RUN root (on a worker
+ * thread) as soon as it is downloaded, and listed in that same pass, rather than listed now and
+ * decompressed again at the first RUN. Roots that unpack only when made list the ordinary way.
+ */
+async function fetchUnpacked(
+  pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, env: StageEnvironment, retries: number, stored?: LayerStored,
+): Promise<void> {
+  const roots = await env.roots();
+  if (!roots.unpack) return fetchListed(pulled, lister, session, env.store, retries, stored);
+  const listings: Promise<void>[] = [];
+  // Read from the store: an extraction that failed is tried again by the RUN, which reports it.
+  const listStored = (layer: Descriptor): Promise<void> => lister.listLayer(layer, env.store.openVerified(layer.digest));
+  const downloads = fetchLayers(pulled.layers, pulled.source, session, env.store, retries, undefined, (layer) => {
+    stored?.(layer);
+    const unpacked = roots.unpack!(storedLayer(env.store, layer.digest));
+    if (lister.has(layer)) unpacked.catch(() => undefined);
+    else listings.push(unpacked.then((listing) => (listing ? lister.add(layer, listing) : listStored(layer)), () => listStored(layer)));
+  });
+  const [downloaded] = await Promise.allSettled([downloads]);
+  const results = [downloaded, ...(await Promise.allSettled(listings))];
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

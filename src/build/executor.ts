@@ -9,7 +9,7 @@ import { targetStageIndex, toStages, type DockerfileModel, type Stage } from '..
 import { toInstruction } from '../dockerfile/instructions.js';
 import { BlobStore, DigestMismatchError } from '../image/blob-store.js';
 import { assembleImage, type BuiltImage } from '../image/image.js';
-import type { Descriptor, ImageConfig, Platform } from '../image/types.js';
+import type { ImageConfig, Platform } from '../image/types.js';
 import { platformString } from '../image/platform.js';
 import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
@@ -21,16 +21,14 @@ import { InvalidReferenceError } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder } from './stage-builder.js';
 import { imageTime, type StageEnvironment, type StageImage } from './stage-environment.js';
-import { isoSeconds } from '../util/iso-seconds.js';
 import type { Isolation, RootFactory } from '../rootfs/create-root.js';
-import { storedLayer } from '../rootfs/build-root.js';
 import { CopySources, sourceSubset } from './copy-sources.js';
 import { CopyError } from './copy.js';
-import { fetchLayers, type PulledImage } from '../remote/pull-image.js';
+import { fetchLayers } from '../remote/pull-image.js';
 import type { EarlyUploads } from '../remote/push-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
-import { BasePulls, pullBase } from './base-image.js';
+import { BasePulls, pullBase, registryBase } from './base-image.js';
 import {
   baseIndex, expandFrom, globalArgValues, namesRegistryImage, PREDEFINED_ARGS, safeExpand, sourceDateEpoch, stageNamed, stagePlatform, stagesNeededBy,
 } from './stage-graph.js';
@@ -227,8 +225,7 @@ async function buildStage(
 ): Promise<StageImage> {
   const baseName = expandFrom(stage, env);
   log.info(`Building stage '${baseName}' [idx: '${stage.index}', base-idx: '${baseIndex(model, stage, baseName)}']`);
-  const base = await startingImage(baseName, stage, model, built, env, options, session, bases, lister);
-  if (early) await offerBaseLayers(base, env.store, early);
+  const base = await startingImage(baseName, stage, model, built, env, options, session, bases, lister, early);
   const builder = new StageBuilder(base, env, stage.index, {
     platform: platformString(options.platform), reproducible: String(options.reproducible),
   });
@@ -254,20 +251,10 @@ async function buildStage(
   return builder.result;
 }
 
-/**
- * The target stage's base layers go up while the stage builds, those already downloaded (for RUN
- * or COPY). The others stream from their registry at push time, as before: never downloaded twice.
- */
-async function offerBaseLayers(base: StageImage, store: BlobStore, early: EarlyUploads): Promise<void> {
-  for (const layer of base.layers) {
-    if (await store.has(layer.digest)) early.offer(layer, () => store.openVerified(layer.digest), base.blobSources);
-  }
-}
-
 /** The stage's base: scratch, a copy of an earlier stage's image, or an image pulled from a registry. */
 async function startingImage(
   baseName: string, stage: Stage, model: DockerfileModel, built: Map<number, StageImage>,
-  env: StageEnvironment, options: BuildOptions, session: RegistrySession, bases: BasePulls, lister: BaseFileLister,
+  env: StageEnvironment, options: BuildOptions, session: RegistrySession, bases: BasePulls, lister: BaseFileLister, early?: EarlyUploads,
 ): Promise<StageImage> {
   const line = stage.from.node.startLine;
   const index = baseIndex(model, stage, baseName);
@@ -283,70 +270,7 @@ async function startingImage(
     const cacheKey = stage.from.platform === undefined ? 'scratch' : `scratch@${platformString(platform)}`;
     return { config: emptyConfig(platform), layers: [], files: new FsView(), family: 'oci', blobSources: [], cacheKey };
   }
-  try {
-    const pulled = await bases.take(baseName, stagePlatform(stage, env, options));
-    // A stage that writes files needs the base's listing: it is read in the same pass as the download.
-    // Otherwise nothing is downloaded now: a push streams the layers from the source registry, and
-    // a later stage that needs the files (FROM this one) downloads and lists them then.
-    // With the layer cache, steps that hit need no files: the download waits for a step that does.
-    const writesFiles = !options.cache && (stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
-      || (pulled.config.config.OnBuild ?? []).length > 0);
-    const runs = options.isolation === 'chroot' && stage.instructions.some((i) => i.kind === 'run');
-    if (writesFiles && runs) await fetchUnpacked(pulled, lister, session, env, options.registry.imageDownloadRetry);
-    else if (writesFiles) await fetchListed(pulled, lister, session, env.store, options.registry.imageDownloadRetry);
-    const cache = env.cache?.layers;
-    const files = writesFiles
-      ? lister.view(pulled.layers)
-      : FsView.lazy(async () => {
-        // An earlier build may have stored the base's listing with the layer cache: no download then.
-        const known = await cache?.baseListing(pulled.manifestDigest);
-        if (known) return FsView.of(known.entries);
-        await fetchListed(pulled, lister, session, env.store, options.registry.imageDownloadRetry);
-        const view = lister.view(pulled.layers);
-        cache?.saveBaseListing(pulled.manifestDigest, { entries: view.entries(), whiteouts: [], opaque: [] }, isoSeconds(env.now));
-        return view;
-      });
-    return {
-      config: pulled.config, layers: [...pulled.layers], files, family: pulled.family,
-      blobSources: [{ registry: pulled.source.registry, repository: pulled.source.repository }],
-      cacheKey: `image@${pulled.manifestDigest}`,
-    };
-  } catch (e) {
-    if (e instanceof RegistryError || e instanceof InvalidReferenceError || e instanceof DigestMismatchError) {
-      throw new BuildError(`FROM ${baseName}: ${e.message}`, line);
-    }
-    throw e;
-  }
-}
-
-/** Downloads a base's layers into the store, listing each as it arrives; layers listed by an earlier stage are not read again. */
-async function fetchListed(pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, store: BlobStore, retries: number): Promise<void> {
-  await Promise.all([
-    fetchLayers(pulled.layers.filter((l) => !lister.has(l)), pulled.source, session, store, retries, lister.listLayer),
-    fetchLayers(pulled.layers.filter((l) => lister.has(l)), pulled.source, session, store, retries),
-  ]);
-}
-
-/**
- * For a stage that will RUN on overlayfs: each base layer is unpacked for the RUN root (on a worker
- * thread) as soon as it is downloaded, and listed in that same pass, rather than listed now and
- * decompressed again at the first RUN. Roots that unpack only when made list the ordinary way.
- */
-async function fetchUnpacked(pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, env: StageEnvironment, retries: number): Promise<void> {
-  const roots = await env.roots();
-  if (!roots.unpack) return fetchListed(pulled, lister, session, env.store, retries);
-  const listings: Promise<void>[] = [];
-  // Read from the store: an extraction that failed is tried again by the RUN, which reports it.
-  const listStored = (layer: Descriptor): Promise<void> => lister.listLayer(layer, env.store.openVerified(layer.digest));
-  const downloads = fetchLayers(pulled.layers, pulled.source, session, env.store, retries, undefined, (layer) => {
-    const unpacked = roots.unpack!(storedLayer(env.store, layer.digest));
-    if (lister.has(layer)) unpacked.catch(() => undefined);
-    else listings.push(unpacked.then((listing) => (listing ? lister.add(layer, listing) : listStored(layer)), () => listStored(layer)));
-  });
-  const [downloaded] = await Promise.allSettled([downloads]);
-  const results = [downloaded, ...(await Promise.allSettled(listings))];
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
+  return registryBase(baseName, stage, env, options, session, bases, lister, early);
 }
 
 /** The registry images a Dockerfile's stages start FROM (what `kiln warmer --dockerfile` warms). */

@@ -171,6 +171,25 @@ describe('uploads during the build', () => {
     }
   });
 
+  it('streams the base of a stage that writes no files from its registry while the stage builds', async () => {
+    const [source, target] = await Promise.all([startRegistry('http'), startRegistry('http')]);
+    try {
+      await pushBusyboxImage(source, 'base/busybox', 'latest', 'oci');
+      const ctx = await writeContext('early-metadata', `FROM ${source.host}/base/busybox\nENV PROMOTED=1\nLABEL stage=metadata\n`);
+      const digestFile = join(dir, 'early-metadata', 'digest');
+      const r = await kiln(['executor', '-c', ctx, '-d', `${target.host}/apps/promoted:1`, '--digest-file', digestFile, '-v', 'debug']);
+      assert.equal(r.code, 0, r.stderr);
+      const raw = await mustRun('skopeo', ['inspect', '--raw', ...target.skopeoArgs('inspect'), `docker://${target.host}/apps/promoted:1`]);
+      assert.equal('sha256:' + createHash('sha256').update(raw).digest('hex'), await readFile(digestFile, 'utf8'));
+      const [base] = (JSON.parse(raw) as { layers: { digest: string }[] }).layers.map((l) => l.digest);
+      // The push found the base layer already sent by the early upload, which read it from the source.
+      assert.match(r.stderr, new RegExp(`blob ${base}: uploaded to [^ ]+/apps/promoted while the image was built`));
+      assert.match(r.stderr, new RegExp(`blob ${base}: uploaded while the image was built`));
+    } finally {
+      await Promise.all([source.stop(), target.stop()]);
+    }
+  });
+
   it('leaves no tag when a later step fails, though a finished layer went up', async () => {
     const registry = await startRegistry('http');
     try {
