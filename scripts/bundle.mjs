@@ -1,14 +1,13 @@
 // Bundles kiln's compiled code (dist/src, from tsc) into dist/src/cli/kiln.cjs, the one script
-// dist/src/cli/start.cjs runs, and makes its V8 code cache by running a small build with it.
+// dist/src/cli/start.cjs runs, and makes its V8 code cache (code-cache.mjs).
 // esbuild does the bundling (see the README's dependency notes). The bundle sits in dist/src/cli
 // so that paths its modules take relative to import.meta.url (../../native/kiln-sandbox,
 // ../rootfs/extract-worker.js) lead where they lead from their own directories.
 import { build } from 'esbuild';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { makeCodeCache } from './code-cache.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outfile = join(root, 'dist', 'src', 'cli', 'kiln.cjs');
@@ -47,21 +46,4 @@ await build({
   banner: { js: "const __kilnBundleUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 
-// The code cache holds what V8 compiled while kiln ran: a build of a few instructions covers the
-// command line, the Dockerfile parser, the build steps and the image writer. No registry needed.
-const context = mkdtempSync(join(tmpdir(), 'kiln-code-cache-'));
-try {
-  writeFileSync(join(context, 'file.txt'), 'kiln\n');
-  writeFileSync(join(context, 'Dockerfile'), [
-    'FROM scratch', 'ARG VERSION=1', 'ENV A=${VERSION} B=2', 'LABEL kiln.example=yes', 'WORKDIR /app',
-    'COPY file.txt ./', 'USER 1000', 'EXPOSE 8080', 'ENTRYPOINT ["/app/run"]', 'CMD ["--help"]', '',
-  ].join('\n'));
-  const run = spawnSync(process.execPath, [join(root, 'dist', 'src', 'cli', 'start.cjs'), 'executor', '--context', context,
-    '--no-push', '--tar-path', join(context, 'image.tar'), '--destination', 'kiln.invalid/code-cache', '--verbosity', 'error'], {
-    env: { ...process.env, KILN_WRITE_CODE_CACHE: '1', NODE_OPTIONS: '' }, encoding: 'utf8',
-  });
-  // Without the cache kiln still works, only starts slower: say so, do not fail the build.
-  if (run.status !== 0) console.warn(`kiln's code cache was not made (the warm-up build failed): ${run.stderr || run.error}`);
-} finally {
-  rmSync(context, { recursive: true, force: true });
-}
+await makeCodeCache(join(root, 'dist', 'src', 'cli', 'start.cjs'));
