@@ -9,10 +9,10 @@ import { DigestMismatchError, type BlobStore } from '../image/blob-store.js';
 import { platformString } from '../image/platform.js';
 import type { Descriptor, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
-import { InvalidReferenceError, parseReference, referenceString } from '../reference/reference.js';
+import { InvalidReferenceError, parseReference, referenceString, type RepositoryLocation } from '../reference/reference.js';
 import { RegistryError } from '../registry/types.js';
 import { choosePlatform, fetchLayers, pullImage, type PulledImage } from '../remote/pull-image.js';
-import type { BlobLocation, EarlyUploads } from '../remote/push-image.js';
+import type { EarlyUploads } from '../remote/push-image.js';
 import type { RegistrySession } from '../remote/session.js';
 import { storedLayer } from '../rootfs/build-root.js';
 import { isoSeconds } from '../util/iso-seconds.js';
@@ -106,7 +106,7 @@ export async function registryBase(
 ): Promise<StageImage> {
   try {
     const pulled = await bases.take(baseName, stagePlatform(stage, env, options));
-    const blobSources: BlobLocation[] = [{ registry: pulled.source.registry, repository: pulled.source.repository }];
+    const blobSources: RepositoryLocation[] = [{ registry: pulled.source.registry, repository: pulled.source.repository }];
     const stored = early && ((layer: Descriptor) => early.offer(layer, () => env.store.openVerified(layer.digest), blobSources));
     const retries = options.registry.imageDownloadRetry;
     const touchesFiles = writesFiles(stage, pulled);

@@ -17,7 +17,7 @@ import { FsView } from './fs-view.js';
 import { BaseFileLister } from './base-files.js';
 import type { RegistrySession } from '../remote/session.js';
 import { RegistryError } from '../registry/types.js';
-import { InvalidReferenceError } from '../reference/reference.js';
+import { InvalidReferenceError, type RepositoryLocation } from '../reference/reference.js';
 import type { BuildOptions } from './options.js';
 import { StageBuilder } from './stage-builder.js';
 import { imageTime, type StageEnvironment, type StageImage } from './stage-environment.js';
@@ -39,7 +39,7 @@ const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 export interface BuildResult {
   image: BuiltImage;
   /** Where the final image's base layers came from (mount candidates when pushing). */
-  blobSources: { registry: string; repository: string }[];
+  blobSources: RepositoryLocation[];
   /** Layers of the image that are only in a registry other than blobSources[0]'s (cache hits), by digest. */
   remoteLayers: Map<string, CacheLocation>;
   /** Waits for cache entries still being pushed, then removes the temporary blob store. */

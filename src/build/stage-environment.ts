@@ -9,6 +9,7 @@ import type { FsView } from './fs-view.js';
 import type { RootFactory } from '../rootfs/create-root.js';
 import type { BuildCache } from './step-cache.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
+import type { RepositoryLocation } from '../reference/reference.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import type { SecretSource } from './run-mounts.js';
 import { isoSeconds } from '../util/iso-seconds.js';
@@ -21,7 +22,7 @@ export interface StageImage {
   /** Media types follow the base image's family (Docker v2s2 or OCI), as kaniko does. */
   family: MediaTypeFamily;
   /** Registries and repositories the base layers came from (for cross-repository mounts on push). */
-  blobSources: { registry: string; repository: string }[];
+  blobSources: RepositoryLocation[];
   /** What the image's content is keyed by in the layer cache: the base's digest, or the key a stage ended with. */
   cacheKey: string;
 }
@@ -68,5 +69,5 @@ export interface StageEnvironment {
   /** A layer a stage wrote joined its image (not a cache hit's): the target stage's may be uploaded at once. */
   layerWritten?: (stageIndex: number, layer: Descriptor) => void;
   /** Makes a layer's blob present in the store: from where the cache found it, else from `source`. */
-  ensureLocal: (layer: Descriptor, source: { registry: string; repository: string } | undefined) => Promise<void>;
+  ensureLocal: (layer: Descriptor, source: RepositoryLocation | undefined) => Promise<void>;
 }

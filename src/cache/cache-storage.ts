@@ -8,13 +8,11 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BlobStore } from '../image/blob-store.js';
 import { MediaType, type Descriptor, type Index } from '../image/types.js';
+import type { RepositoryLocation } from '../reference/reference.js';
 import type { RegistrySession } from '../remote/session.js';
 import { RegistryError } from '../registry/types.js';
 
-export interface CacheLocation {
-  registry: string;
-  repository: string;
-}
+export type CacheLocation = RepositoryLocation;
 
 export interface CacheStorage {
   readonly description: string;

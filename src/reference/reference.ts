@@ -57,8 +57,15 @@ export function parseReference(input: string): ImageReference {
   return makeReference(parsed);
 }
 
+/** A repository on a registry: where blobs are read, pushed or mounted from, and a cache lives. */
+export interface RepositoryLocation {
+  /** "host:port" as written; "docker.io" for Docker Hub. */
+  registry: string;
+  repository: string;
+}
+
 /** Same, but without adding the default tag (used where a bare repository is meant, e.g. --cache-repo). */
-export function parseRepository(input: string): { registry: string; repository: string } {
+export function parseRepository(input: string): RepositoryLocation {
   const parsed = parseParts(input);
   if (parsed.tag !== undefined || parsed.digest !== undefined) {
     const suffix = identifierSuffix(parsed);
@@ -132,7 +139,7 @@ function parseParts(input: string): ParsedReference {
 }
 
 /** Docker's split: the first component names a registry only if it looks like a host (has "." or ":", or is "localhost"). */
-function splitRegistry(name: string): { registry: string; repository: string } {
+function splitRegistry(name: string): RepositoryLocation {
   const slash = name.indexOf('/');
   let registry = dockerHub;
   let repository = name;
@@ -198,7 +205,7 @@ export function referenceString(ref: ImageReference): string {
 }
 
 /** "docker.io/library/busybox" */
-export function repositoryName(ref: { registry: string; repository: string }): string {
+export function repositoryName(ref: RepositoryLocation): string {
   return `${ref.registry}/${ref.repository}`;
 }
 

@@ -1,11 +1,9 @@
 // Where to pull an image from, in kaniko's order: each --registry-map target for the image's
 // registry (--registry-mirror values are maps for Docker Hub), then the registry itself unless
 // --skip-default-registry-fallback. A map target may carry a repository prefix ("host/prefix").
-import { canonicalRegistryName, type ImageReference } from '../reference/reference.js';
+import { canonicalRegistryName, type ImageReference, type RepositoryLocation } from '../reference/reference.js';
 
-export interface PullSource {
-  registry: string;
-  repository: string;
+export interface PullSource extends RepositoryLocation {
   /** True for a mirror or mapped registry (failures there fall through to the next source). */
   mapped: boolean;
 }

@@ -7,7 +7,7 @@ import type { BlobStore } from '../image/blob-store.js';
 import type { MediaTypeFamily } from '../image/image.js';
 import { MediaType, type Descriptor, type ImageConfig, type Index, type Manifest, type Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
-import { parseReference, type ImageReference } from '../reference/reference.js';
+import { parseReference, type ImageReference, type RepositoryLocation } from '../reference/reference.js';
 import { pullSources, type PullSource, type RegistryMaps } from '../registry/mirrors.js';
 import { RegistryError } from '../registry/types.js';
 import { forEachLimited, withRetries } from './retry.js';
@@ -103,7 +103,7 @@ export function choosePlatform(index: Index, wanted: Platform, name: string): De
  * layer as soon as it is in the store (before the others have arrived).
  */
 export async function fetchLayers(
-  layers: readonly Descriptor[], source: { registry: string; repository: string }, session: RegistrySession, store: BlobStore, retries: number,
+  layers: readonly Descriptor[], source: RepositoryLocation, session: RegistrySession, store: BlobStore, retries: number,
   inspect?: (layer: Descriptor, bytes: Readable) => Promise<void>, stored?: (layer: Descriptor) => void,
 ): Promise<void> {
   const client = session.client(source.registry, source.repository, 'pull');
@@ -152,7 +152,7 @@ async function teeInto(body: NodeJS.ReadableStream, sink: NodeJS.WritableStream,
 }
 
 /** Downloads the layers of a built image that are still only in their source registry (before writing a tarball or layout). */
-export async function fetchMissingLayers(layers: readonly Descriptor[], source: { registry: string; repository: string } | undefined, session: RegistrySession, store: BlobStore, retries: number): Promise<void> {
+export async function fetchMissingLayers(layers: readonly Descriptor[], source: RepositoryLocation | undefined, session: RegistrySession, store: BlobStore, retries: number): Promise<void> {
   const missing: Descriptor[] = [];
   for (const layer of layers) if (!(await store.has(layer.digest))) missing.push(layer);
   if (missing.length === 0) return;

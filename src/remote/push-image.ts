@@ -6,15 +6,12 @@
 import type { BuiltImage } from '../image/image.js';
 import type { Descriptor } from '../image/types.js';
 import { log } from '../log/logger.js';
-import { referenceString, type ImageReference } from '../reference/reference.js';
+import { referenceString, type ImageReference, type RepositoryLocation } from '../reference/reference.js';
 import type { OpenBlob } from '../registry/range-reader.js';
 import { RegistryError } from '../registry/types.js';
 import { Slots } from '../util/slots.js';
 import { forEachLimited, withRetries } from './retry.js';
 import type { RegistrySession } from './session.js';
-
-/** A repository a blob can be read or mounted from. */
-export interface BlobLocation { registry: string; repository: string }
 
 /** Blobs a push sends at once. */
 const PUSH_UPLOADS_AT_ONCE = 4;
@@ -23,9 +20,9 @@ const EARLY_UPLOADS_AT_ONCE = 2;
 
 export interface PushOptions {
   /** Where blobs of the base image came from: candidates for cross-repository mounts. */
-  blobSources: BlobLocation[];
+  blobSources: RepositoryLocation[];
   /** Layers that live in another repository than blobSources[0] (layer cache hits), by digest. */
-  remoteLayers?: ReadonlyMap<string, BlobLocation>;
+  remoteLayers?: ReadonlyMap<string, RepositoryLocation>;
   /** Uploads begun during the build: a blob one of them put in place is not sent again. */
   early?: EarlyUploads;
   /** --push-retry: extra attempts of a whole push. */
@@ -80,7 +77,7 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
 }
 
 /** Repositories of `dest`'s registry that may lend it a blob by cross-repository mount. */
-function mountSources(sources: readonly BlobLocation[], dest: ImageReference): string[] {
+function mountSources(sources: readonly RepositoryLocation[], dest: ImageReference): string[] {
   return sources.filter((s) => s.registry === dest.registry && s.repository !== dest.repository).map((s) => s.repository);
 }
 
@@ -100,7 +97,7 @@ export class EarlyUploads {
   constructor(private readonly destinations: readonly ImageReference[], private readonly session: RegistrySession) {}
 
   /** Starts uploading `blob` (read with `open`) to each destination; `sources` are mount candidates. */
-  offer(blob: Descriptor, open: OpenBlob, sources: readonly BlobLocation[]): void {
+  offer(blob: Descriptor, open: OpenBlob, sources: readonly RepositoryLocation[]): void {
     for (const dest of this.destinations) {
       const key = uploadKey(dest, blob.digest);
       if (this.uploads.has(key) || this.stopped) continue;
