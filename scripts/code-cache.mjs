@@ -14,6 +14,8 @@ import { URL } from 'node:url';
 
 const MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
+const digestOf = (bytes) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+
 /** Runs kiln (its start script) with the code cache written at exit; this process keeps serving meanwhile. */
 function kiln(start, args) {
   return new Promise((resolve, reject) => {
@@ -38,6 +40,7 @@ function warmUpRegistry(layout) {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
+      const body = Buffer.concat(chunks);
       const url = new URL(req.url, 'http://registry');
       const [, repository, kind, reference] = /^\/v2\/warm\/([^/]+)\/(manifests|blobs)\/(.+)$/.exec(url.pathname) ?? [];
       const send = (status, headers = {}, body) => { res.writeHead(status, headers); res.end(body); };
@@ -46,7 +49,7 @@ function warmUpRegistry(layout) {
         if (req.method === 'POST') return send(202, { location: `${url.pathname}${url.pathname.endsWith('/') ? '' : '/'}session` });
         if (req.method === 'PUT') {
           const digest = url.searchParams.get('digest');
-          blobs.set(digest, Buffer.concat(chunks));
+          blobs.set(digest, body);
           return send(201, { 'docker-content-digest': digest });
         }
         return send(204);
@@ -62,12 +65,12 @@ function warmUpRegistry(layout) {
       if (kind === 'manifests') {
         const key = `${repository}:${reference}`;
         if (req.method === 'PUT') {
-          manifests.set(key, Buffer.concat(chunks));
-          return send(201, { 'docker-content-digest': `sha256:${createHash('sha256').update(Buffer.concat(chunks)).digest('hex')}` });
+          manifests.set(key, body);
+          return send(201, { 'docker-content-digest': digestOf(body) });
         }
         const bytes = manifests.get(key);
         if (!bytes) return send(404);
-        const headers = { 'content-type': MANIFEST, 'content-length': bytes.length, 'docker-content-digest': `sha256:${createHash('sha256').update(bytes).digest('hex')}` };
+        const headers = { 'content-type': MANIFEST, 'content-length': bytes.length, 'docker-content-digest': digestOf(bytes) };
         return send(200, headers, req.method === 'HEAD' ? undefined : bytes);
       }
       return send(404);

@@ -114,10 +114,11 @@ export async function registryBase(
     const runs = options.isolation === 'chroot' && stage.instructions.some((i) => i.kind === 'run');
     if (downloadsNow && runs) await fetchUnpacked(pulled, lister, session, env, retries, stored);
     else if (downloadsNow) await fetchListed(pulled, lister, session, env.store, retries, stored);
-    if (early) {
+    else if (early) {
+      // Not downloaded now (a download offers each layer as it lands, those already stored included).
       for (const layer of pulled.layers) {
-        // Layers already in the store (the warmer's cache) were never "downloaded".
-        if (await env.store.has(layer.digest)) stored!(layer);
+        // Layers already in the store: the warmer's cache, or an earlier stage's download.
+        if (await env.store.has(layer.digest)) stored?.(layer);
         else if (!touchesFiles) early.offer(layer, () => session.client(pulled.source.registry, pulled.source.repository, 'pull').getBlob(layer.digest), blobSources);
       }
     }

@@ -41,7 +41,7 @@ export function runBundle(): void {
     return;
   }
   const { script } = compileBundle();
-  // scripts/bundle.mjs runs a small build with this set, so the cache holds the functions kiln runs.
+  // scripts/code-cache.mjs runs a warm-up build with this set, so the cache holds the functions kiln runs.
   if (process.env['KILN_WRITE_CODE_CACHE'] === '1') {
     process.once('exit', () => {
       writeFileSync(`${cachePath}.tmp`, script.createCachedData());
