@@ -44,20 +44,32 @@ async function makeBigImage(dir: string, source: TestRegistry): Promise<string> 
   return image;
 }
 
-/** One round: each tool copies into a registry of its own that has never seen the blobs (no mounts, no reuse). */
+/**
+ * One round: each tool copies into a registry of its own that has never seen the blobs (no mounts, no reuse).
+ * The order alternates by round, so neither tool always runs first after the registries start.
+ */
 async function pullPushRound(dir: string, image: string, round: number): Promise<Measurement[]> {
   const ctx = join(dir, `pull-push-${round}`);
   await mkdir(ctx, { recursive: true });
   await writeFile(join(ctx, 'Dockerfile'), `FROM ${image}\nENV ROUND=${round}\n`);
   const [kilnTarget, skopeoTarget] = await Promise.all([startRegistry('http'), startRegistry('http')]);
   try {
-    const kilnSeconds = await timed(async () => {
-      const r = await kiln(['executor', '-c', ctx, '-d', `${kilnTarget.host}/kiln/round${round}:1`, '-v', 'warn'], { timeoutMs: 600_000 });
-      if (r.code !== 0) throw new Error(`kiln failed: ${r.stderr}`);
+    const copyWithKiln = async (): Promise<Measurement> => ({
+      tool: 'kiln',
+      seconds: await timed(async () => {
+        const r = await kiln(['executor', '-c', ctx, '-d', `${kilnTarget.host}/kiln/round${round}:1`, '-v', 'warn'], { timeoutMs: 600_000 });
+        if (r.code !== 0) throw new Error(`kiln failed: ${r.stderr}`);
+      }),
     });
-    const skopeoSeconds = await timed(() => mustRun('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false',
-      `docker://${image}`, `docker://${skopeoTarget.host}/skopeo/round${round}:1`], { timeoutMs: 600_000 }));
-    return [{ tool: 'kiln', seconds: kilnSeconds }, { tool: 'skopeo copy', seconds: skopeoSeconds }];
+    const copyWithSkopeo = async (): Promise<Measurement> => ({
+      tool: 'skopeo copy',
+      seconds: await timed(() => mustRun('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false',
+        `docker://${image}`, `docker://${skopeoTarget.host}/skopeo/round${round}:1`], { timeoutMs: 600_000 })),
+    });
+    const order = round % 2 === 0 ? [copyWithKiln, copyWithSkopeo] : [copyWithSkopeo, copyWithKiln];
+    const measured: Measurement[] = [];
+    for (const copy of order) measured.push(await copy());
+    return measured;
   } finally {
     await Promise.all([kilnTarget.stop(), skopeoTarget.stop()]);
   }
