@@ -8,8 +8,8 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
-import { crc32, gunzipSync, gzipSync } from 'node:zlib';
-import { createParallelGzip, ParallelGzip, type ParallelGzipOptions } from '../../src/layer/parallel-gzip.js';
+import { crc32, gunzipSync, gzipSync, inflateRawSync } from 'node:zlib';
+import { createParallelGzip, ParallelGzip, sampledByteEntropy, storedDeflate, type ParallelGzipOptions } from '../../src/layer/parallel-gzip.js';
 
 const BLOCK = 64 << 10;
 
@@ -125,6 +125,49 @@ describe('parallel gzip', () => {
     assert.equal(gz.blocks, 65);
     assert.ok(out.length < 48 << 10, `${out.length} bytes`);
     assert.ok(gzipD(out).equals(input));
+  });
+
+  it('stores incompressible blocks instead of deflating them, and still round-trips', async () => {
+    const MIB = 1 << 20;
+    const input = Buffer.concat([noise(4 * MIB, 11), text(2 * MIB), noise(MIB, 12), text(MIB / 2)]);
+    for (const level of [1, 6, 9]) {
+      const { out, gz } = await compress(input, { level, blockSize: MIB, threshold: 0 });
+      assert.equal(gz.blocks, 8, `level ${level}`);
+      assert.equal(gz.storedBlocks, 5, `level ${level}: the five random blocks are stored`);
+      // Stored costs 5 bytes per 64 KiB; the text still shrinks as much as on its own.
+      const textAlone = gzipSync(Buffer.concat([text(2 * MIB), text(MIB / 2)]), { level }).length;
+      assert.ok(out.length < 5 * MIB + 1_000 + textAlone * 1.05, `level ${level}: ${out.length} bytes`);
+      assert.ok(gunzipSync(out).equals(input), `gunzip, level ${level}`);
+      assert.ok(gzipD(out).equals(input), `gzip -d, level ${level}`);
+    }
+    const again = await compress(input, { level: 6, blockSize: MIB, threshold: 0, maxInFlight: 1 }, [4_095, 70_000]);
+    assert.deepEqual(again.out, (await compress(input, { level: 6, blockSize: MIB, threshold: 0 })).out, 'the same bytes however written');
+  });
+
+  it('deflates high-entropy bytes that repeat, which deflate does shrink', async () => {
+    // Each byte is as random as noise, but the 16 KiB pattern recurs within deflate's window.
+    const pattern = noise(16 << 10, 9);
+    const input = Buffer.concat(Array.from({ length: 256 }, () => pattern));
+    const { out, gz } = await compress(input, { level: 1, blockSize: 1 << 20, threshold: 0 });
+    assert.equal(gz.storedBlocks, 0);
+    assert.ok(out.length < 256 << 10, `${out.length} bytes of 4 MiB`);
+    assert.ok(gzipD(out).equals(input));
+  });
+
+  it('writes stored deflate blocks that inflate to their input, final only when last', () => {
+    for (const size of [0, 1, 65_535, 65_536, 200_000]) {
+      const input = noise(size, 21);
+      assert.ok(inflateRawSync(storedDeflate(input, true)).equals(input), `${size} bytes, last`);
+      // Not last: a final empty stored block must follow before the stream inflates.
+      const open = Buffer.concat([storedDeflate(input, false), storedDeflate(Buffer.alloc(0), true)]);
+      assert.ok(inflateRawSync(open).equals(input), `${size} bytes, then an empty last block`);
+    }
+  });
+
+  it('samples entropy near 8 bits for random bytes and well below for text', () => {
+    assert.ok(sampledByteEntropy(noise(1 << 20, 4)) > 7.98);
+    assert.ok(sampledByteEntropy(text(1 << 20)) < 5);
+    assert.equal(sampledByteEntropy(Buffer.alloc(1 << 20)), 0);
   });
 
   it('keeps a bounded number of blocks in flight and stops reading when the consumer stalls', async () => {
