@@ -121,10 +121,13 @@ export async function cacheSuite(): Promise<void> {
   try {
     await pushDebianImage(registry, 'bench/debian', '12', 'v2s2');
     const base = `${registry.host}/bench/debian:12`;
-    const tools = [kilnTool, buildahTool];
+    let tools = [kilnTool, buildahTool];
     const kanikoImage = process.env.KANIKO_IMAGE;
     if (kanikoImage && (await runCommand('docker', ['image', 'inspect', kanikoImage], { env: dockerEnv() })).code === 0) tools.push(kanikoTool(kanikoImage));
     else console.log('kaniko skipped: set KANIKO_IMAGE to a kaniko debug image loaded into the docker engine');
+    // KILN_BENCH_TOOLS (kiln,buildah,kaniko) leaves peers out; kiln always runs, the ratios being its own.
+    const only = process.env.KILN_BENCH_TOOLS?.split(',').map((t) => t.trim());
+    if (only) tools = tools.filter((t) => t === kilnTool || only.includes(t.name.split(' ')[0]!));
     const runs: Run[] = [];
     for (let r = 0; r < REPETITIONS; r++) runs.push(...(await round(dir, registry, base, tools, r)));
     const med = (tool: string, scenario: Scenario): number => median(runs.filter((x) => x.tool === tool && x.scenario === scenario).map((x) => x.seconds));
