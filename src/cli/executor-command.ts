@@ -48,6 +48,7 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
     process.env['TMPDIR'] = tmp;
   }
   const session = new RegistrySession(options.registry, createKeychain({ env }));
+  let failed = false;
   try {
     const destinations = options.destinations.map((d) => parseReference(d));
     // kaniko checks before building; kiln checks while the base images' manifests are fetched, and
@@ -81,9 +82,10 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
     }
     return 0;
   } catch (e) {
+    failed = true;
     return reportFailure(e, options.dockerfilePath);
   } finally {
-    await session.close();
+    await session.close({ abandon: failed });
   }
 }
 

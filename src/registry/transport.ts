@@ -41,7 +41,11 @@ export interface RegistryTransport {
   readonly registry: string;
   readonly purpose?: RegistryPurpose;
   request(req: TransportRequest): Promise<TransportResponse>;
-  close(): Promise<void>;
+  /**
+   * Lets requests in flight finish (for up to 2 s), then closes the connections; `abandon` (the
+   * build failed) cuts them at once instead, since an upload nobody will use is not worth waiting for.
+   */
+  close(options?: { abandon?: boolean }): Promise<void>;
 }
 
 /** Tuning for tests; production uses the defaults (go-containerregistry's: 3 attempts, 1 s then 3 s apart). */
@@ -134,10 +138,11 @@ class HttpTransport implements RegistryTransport {
     return { status: res.statusCode, headers: res.headers, body };
   }
 
-  async close(): Promise<void> {
+  async close(options: { abandon?: boolean } = {}): Promise<void> {
     this.closed = true;
     const agent = await this.agentPromise?.catch(() => undefined);
     if (!agent) return;
+    if (options.abandon) return agent.destroy();
     let timer: NodeJS.Timeout | undefined;
     // A body nobody consumed would keep close() waiting forever; destroy after a grace period.
     const closed = await Promise.race([agent.close().then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(resolve, 2000, false); })]);

@@ -26,8 +26,9 @@ export class RegistrySession {
     return new RegistryClient(transport, repository);
   }
 
-  async close(): Promise<void> {
-    await Promise.all([...this.transports.values()].map((t) => t.close()));
+  /** `abandon`: the build failed, so uploads still running are cut rather than waited for. */
+  async close(options: { abandon?: boolean } = {}): Promise<void> {
+    await Promise.all([...this.transports.values()].map((t) => t.close(options)));
     this.transports.clear();
   }
 }

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, type Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { log } from '../../src/log/logger.js';
@@ -374,6 +375,34 @@ describe('RegistryTransport', () => {
     await res.body.dump();
     assert.equal(opened, 2);
     assert.deepEqual(s.seen.filter((r) => r.method === 'PUT').map((r) => r.body.toString()), ['hello', 'hello']);
+  });
+
+  it('cuts an upload still running when closed to abandon it, rather than waiting for it', async () => {
+    let arrived!: () => void;
+    const uploadArrived = new Promise<void>((resolve) => { arrived = resolve; });
+    const raw = createHttpServer((req, res) => {
+      if (req.method === 'PATCH') arrived(); // and never answered: the body never ends
+      else v2Ok(req, res, Buffer.alloc(0));
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    try {
+      const host = `127.0.0.1:${(raw.address() as { port: number }).port}`;
+      const t = createTransport(host, 'push', registryOptions(), fakeAuth().factory, { retryDelayMs: 1 });
+      const upload = t.request({
+        method: 'PATCH', path: '/v2/foo/blobs/uploads/1', scopes: [], expectStatus: [202],
+        // Five of its ten bytes, then nothing: the body never ends.
+        headers: { 'content-length': '10' }, body: () => { const r = new Readable({ read() { /* no more */ } }); r.push(Buffer.from('12345')); return r; },
+      });
+      upload.catch(() => undefined);
+      await uploadArrived;
+      // A graceful close would wait its 2 s grace period for the upload before destroying it.
+      const closed = await Promise.race([t.close({ abandon: true }).then(() => 'closed'), sleep(1500).then(() => 'waited')]);
+      assert.equal(closed, 'closed');
+      await assert.rejects(upload);
+    } finally {
+      raw.closeAllConnections();
+      await new Promise((resolve) => raw.close(resolve));
+    }
   });
 
   it('does not repeat a POST blindly', async () => {
