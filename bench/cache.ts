@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { dockerEnv, kiln, mustRun, runCommand, type CommandResult } from '../test/helpers/exec.js';
 import { pushDebianImage } from '../test/helpers/debian-base.js';
 import { startRegistry, type TestRegistry } from '../test/helpers/registry.js';
-import { ensureDocker, markdownTable, median, onInterrupt, REPETITIONS, timed, writeResults } from './common.js';
+import { chosen, ensureDocker, markdownTable, median, onInterrupt, REPETITIONS, timed, writeResults } from './common.js';
 
 const TIMEOUT_MS = 900_000;
 const SCENARIOS = ['cold', 'warm', 'late'] as const;
@@ -36,6 +36,8 @@ function dockerfile(base: string, last: string): string {
 }
 
 interface Tool {
+  /** What KILN_BENCH_TOOLS calls it. */
+  id: string;
   name: string;
   /** Builds ctx and pushes to `image`, with its layer cache in `cacheRepo`. */
   build(ctx: string, image: string, cacheRepo: string): Promise<void>;
@@ -46,6 +48,7 @@ function check(what: string, r: CommandResult): void {
 }
 
 const kilnTool: Tool = {
+  id: 'kiln',
   name: 'kiln',
   async build(ctx, image, cacheRepo) {
     check('kiln', await kiln(['executor', '-c', ctx, '-d', image, '--cache', '--cache-repo', cacheRepo, '-v', 'warn'], { timeoutMs: TIMEOUT_MS }));
@@ -54,6 +57,7 @@ const kilnTool: Tool = {
 
 /** buildah with a fresh vfs store per build: only the registry cache carries over, as on a CI runner. */
 const buildahTool: Tool = {
+  id: 'buildah',
   name: 'buildah (vfs, --layers)',
   async build(ctx, image, cacheRepo) {
     const store = await mkdtemp(join(tmpdir(), 'kiln-bench-buildah-'));
@@ -73,6 +77,7 @@ const buildahTool: Tool = {
 
 function kanikoTool(kanikoImage: string): Tool {
   return {
+    id: 'kaniko',
     name: 'kaniko',
     async build(ctx, image, cacheRepo) {
       const name = `kiln-bench-${randomBytes(4).toString('hex')}`;
@@ -126,8 +131,8 @@ export async function cacheSuite(): Promise<void> {
     if (kanikoImage && (await runCommand('docker', ['image', 'inspect', kanikoImage], { env: dockerEnv() })).code === 0) tools.push(kanikoTool(kanikoImage));
     else console.log('kaniko skipped: set KANIKO_IMAGE to a kaniko debug image loaded into the docker engine');
     // KILN_BENCH_TOOLS (kiln,buildah,kaniko) leaves peers out; kiln always runs, the ratios being its own.
-    const only = process.env.KILN_BENCH_TOOLS?.split(',').map((t) => t.trim());
-    if (only) tools = tools.filter((t) => t === kilnTool || only.includes(t.name.split(' ')[0]!));
+    tools = chosen(tools, process.env.KILN_BENCH_TOOLS, 'KILN_BENCH_TOOLS');
+    if (!tools.includes(kilnTool)) tools.unshift(kilnTool);
     const runs: Run[] = [];
     for (let r = 0; r < REPETITIONS; r++) runs.push(...(await round(dir, registry, base, tools, r)));
     const med = (tool: string, scenario: Scenario): number => median(runs.filter((x) => x.tool === tool && x.scenario === scenario).map((x) => x.seconds));

@@ -193,3 +193,12 @@ export async function dockerCpuSeconds(): Promise<number> {
   const containers = await readFile('/sys/fs/cgroup/cpuacct/docker/cpuacct.usage', 'utf8').catch(() => '0');
   return seconds + Number(containers) / 1e9;
 }
+
+/** The entries of `all` whose ids a comma list (an env knob named `what`) names; all of them when unset. Unknown ids are an error. */
+export function chosen<T extends { id: string }>(all: T[], env: string | undefined, what: string): T[] {
+  if (!env) return all;
+  const ids = env.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = ids.filter((id) => !all.some((x) => x.id === id));
+  if (unknown.length) throw new Error(`unknown ${what}: ${unknown.join(', ')} (known: ${all.map((x) => x.id).join(', ')})`);
+  return all.filter((x) => ids.includes(x.id));
+}

@@ -18,7 +18,7 @@ import { pushDebianImage } from '../test/helpers/debian-base.js';
 import { dockerEnv, mustRun } from '../test/helpers/exec.js';
 import { pushNodeImage } from '../test/helpers/node-base.js';
 import { startRegistry } from '../test/helpers/registry.js';
-import { ensureDocker, markdownTable, median, onInterrupt, writeResults, type Usage } from './common.js';
+import { chosen, ensureDocker, markdownTable, median, onInterrupt, writeResults, type Usage } from './common.js';
 import { availableTools, type BuildTool } from './workload-tools.js';
 
 const REPETITIONS = Number(process.env.KILN_BENCH_REPETITIONS ?? 1);
@@ -108,14 +108,6 @@ const WORKLOADS: Workload[] = [
 ];
 
 interface Run { workload: string; tool: string; round: number; usage: Usage; startupSeconds?: number; }
-
-function chosen<T extends { id: string }>(all: T[], env: string | undefined, what: string): T[] {
-  if (!env) return all;
-  const ids = env.split(',').map((s) => s.trim()).filter(Boolean);
-  const unknown = ids.filter((id) => !all.some((x) => x.id === id));
-  if (unknown.length) throw new Error(`unknown ${what}: ${unknown.join(', ')} (known: ${all.map((x) => x.id).join(', ')})`);
-  return all.filter((x) => ids.includes(x.id));
-}
 
 const fmt = (s: number | undefined, unit = ' s', digits = 1): string => (s === undefined || !Number.isFinite(s) ? '—' : `${s.toFixed(digits)}${unit}`);
 
