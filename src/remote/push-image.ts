@@ -10,7 +10,7 @@ import { referenceString, type ImageReference, type RepositoryLocation } from '.
 import type { OpenBlob } from '../registry/range-reader.js';
 import { RegistryError } from '../registry/types.js';
 import { Slots } from '../util/slots.js';
-import { forEachLimited, withRetries } from './retry.js';
+import { withRetries } from './retry.js';
 import type { RegistrySession } from './session.js';
 
 /** Blobs a push sends at once. */
@@ -53,11 +53,23 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
   const mountFrom = mountSources(options.blobSources, dest);
   const blobs = [...image.manifest.layers, image.configDescriptor];
   options.early?.hurry();
-  await forEachLimited(blobs, PUSH_UPLOADS_AT_ONCE, async (blob) => {
+  const slots = new Slots(PUSH_UPLOADS_AT_ONCE);
+  // A blob that an early upload is sending is waited for outside the slots, so the config does not
+  // queue behind the layers.
+  await Promise.all(blobs.map(async (blob) => {
     if (await options.early?.uploaded(dest, blob.digest)) {
       log.debug(`blob ${blob.digest}: uploaded while the image was built`);
       return;
     }
+    await slots.run(() => pushBlob(blob));
+  }));
+  const reference = dest.tag ?? dest.digest ?? 'latest';
+  const digest = await client.putManifest(reference, image.manifestBytes, image.manifest.mediaType);
+  if (digest !== image.manifestDescriptor.digest) {
+    throw new RegistryError(`${dest.registry} stored the manifest as ${digest}, expected ${image.manifestDescriptor.digest}`, dest.registry);
+  }
+
+  async function pushBlob(blob: Descriptor): Promise<void> {
     // A base layer never downloaded streams from its source registry straight to this one, the
     // download's own stream (which verifies the digest) being the upload's body.
     const source = options.remoteLayers?.get(blob.digest) ?? options.blobSources[0];
@@ -68,11 +80,6 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
       : () => session.client(source!.registry, source!.repository, 'pull').getBlob(blob.digest);
     const how = await client.pushBlob(blob, open, { mountFrom });
     log.debug(`blob ${blob.digest}: ${how}`);
-  });
-  const reference = dest.tag ?? dest.digest ?? 'latest';
-  const digest = await client.putManifest(reference, image.manifestBytes, image.manifest.mediaType);
-  if (digest !== image.manifestDescriptor.digest) {
-    throw new RegistryError(`${dest.registry} stored the manifest as ${digest}, expected ${image.manifestDescriptor.digest}`, dest.registry);
   }
 }
 
@@ -119,7 +126,7 @@ export class EarlyUploads {
     return (await this.uploads.get(uploadKey(dest, digest))) ?? false;
   }
 
-  /** The push has begun: early uploads still waiting may run as many at once as the push's own. */
+  /** The build needs no more bandwidth (the push has begun, or only metadata is left): waiting uploads may run as many at once as the push's own. */
   hurry(): void {
     this.slots.grow(PUSH_UPLOADS_AT_ONCE);
   }

@@ -1,0 +1,47 @@
+import { strict as assert } from 'node:assert';
+import { Readable } from 'node:stream';
+import { describe, it } from 'node:test';
+import type { BuiltImage } from '../../src/image/image.js';
+import { MediaType, type Descriptor } from '../../src/image/types.js';
+import { parseReference } from '../../src/reference/reference.js';
+import type { OpenBlob } from '../../src/registry/range-reader.js';
+import { pushImage, type EarlyUploads } from '../../src/remote/push-image.js';
+import type { RegistrySession } from '../../src/remote/session.js';
+
+const digest = (c: string): string => `sha256:${c.repeat(64)}`;
+
+describe('pushImage', () => {
+  it('uploads the config while early uploads of more layers than it has slots are still running', { timeout: 10_000 }, async () => {
+    const layers: Descriptor[] = ['1', '2', '3', '4', '5'].map((c) => ({ mediaType: MediaType.ociLayerGzip, digest: digest(c), size: 10 }));
+    const config: Descriptor = { mediaType: MediaType.ociConfig, digest: digest('c'), size: 2 };
+    const manifestDigest = digest('m');
+    let configUp!: () => void;
+    const configDone = new Promise<void>((resolve) => { configUp = resolve; });
+    const pushed: string[] = [];
+    const client = {
+      pushBlob: async (blob: Descriptor, open: OpenBlob) => {
+        await open();
+        pushed.push(blob.digest);
+        if (blob.digest === config.digest) configUp();
+        return 'uploaded';
+      },
+      putManifest: async () => manifestDigest,
+    };
+    // The layers' early uploads end only once the config is up: had the config to wait for a slot
+    // behind them, the push would never end.
+    const early = {
+      hurry: () => undefined,
+      uploaded: async (_dest: unknown, d: string) => (d === config.digest ? false : (await configDone, true)),
+    } as unknown as EarlyUploads;
+    const image = {
+      manifest: { schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers },
+      manifestBytes: Buffer.from('{}'),
+      manifestDescriptor: { mediaType: MediaType.ociManifest, digest: manifestDigest, size: 2 },
+      configDescriptor: config,
+      store: { has: async () => true, openVerified: () => Readable.from([Buffer.from('{}')]) },
+    } as unknown as BuiltImage;
+    const session = { client: () => client } as unknown as RegistrySession;
+    await pushImage(image, [parseReference('127.0.0.1:5000/app:1')], session, { blobSources: [], retries: 0, ignoreImmutableTagErrors: false, early });
+    assert.deepEqual(pushed, [config.digest]);
+  });
+});
