@@ -5,7 +5,7 @@
 // isolation has replaced /lib, /usr and /etc. The debug image adds busybox at /busybox.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, cp, link, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,9 @@ const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const BUSYBOX = '/bin/busybox';
 const ZSTD = '/usr/bin/zstd';
 const CA_BUNDLE = '/etc/ssl/certs/ca-certificates.crt';
+const GIT = '/usr/bin/git';
+const GIT_REMOTE_HTTP = '/usr/lib/git-core/git-remote-http';
+const PATCHELF = '/usr/bin/patchelf';
 
 export interface KilnImage {
   debug: boolean;
@@ -43,6 +46,31 @@ async function copyLibraries(program: string, libDir: string): Promise<void> {
     if (linked) await copyFile(linked[2]!, join(libDir, basename(linked[1]!)));
     else if (loader) await copyFile(loader[1]!, join(libDir, 'ld.so'));
   }
+}
+
+/**
+ * Debian's git, for git:// contexts and ADD of git repositories (kaniko's image has them through
+ * go-git). git starts its own helpers (git-remote-http for http and https, itself for index-pack),
+ * so unlike node and zstd it cannot be started through lib/ld.so: patchelf points its interpreter
+ * and library path at /kaniko/lib instead. GIT_EXEC_PATH (the image's ENV) names /kaniko/git-core.
+ * Not there: ssh remotes (no ssh) and submodules (git-submodule is a shell script, and the image has no /bin/sh).
+ */
+async function addGit(kaniko: string): Promise<void> {
+  for (const needed of [GIT, GIT_REMOTE_HTTP, PATCHELF]) {
+    if (!existsSync(needed)) throw new Error(`kiln's image needs ${needed}: apt-get install git patchelf (scripts/test.sh installs both)`);
+  }
+  const core = join(kaniko, 'git-core');
+  // An empty template directory: git init copies nothing, and does not warn that /usr/share/git-core is missing.
+  await mkdir(join(core, 'templates'), { recursive: true });
+  for (const [program, name] of [[GIT, 'git'], [GIT_REMOTE_HTTP, 'git-remote-http']] as const) {
+    const copy = join(core, name);
+    await copyFile(program, copy);
+    await copyLibraries(program, join(kaniko, 'lib'));
+    // RPATH rather than RUNPATH: it also serves the libraries' own dependencies (libcurl's).
+    await run(PATCHELF, ['--set-interpreter', '/kaniko/lib/ld.so', '--force-rpath', '--set-rpath', '/kaniko/lib', copy]);
+  }
+  await link(join(core, 'git-remote-http'), join(core, 'git-remote-https'));
+  await symlink('git-core/git', join(kaniko, 'git'));
 }
 
 /**
@@ -78,6 +106,7 @@ async function prepareContext(ctx: string, debug: boolean): Promise<void> {
   await copyFile(join(repoRoot, 'dist', 'native', 'kiln-sandbox'), join(app, 'dist', 'native', 'kiln-sandbox'));
   const production = (await run('npm', ['ls', '--omit=dev', '--all', '--parseable'])).split('\n').filter((p) => p.includes('node_modules'));
   for (const dir of production) await cp(dir, join(app, relative(repoRoot, dir)), { recursive: true, filter: (path) => neededAtRunTime(dir, path) });
+  await addGit(kaniko);
   await mkdir(join(kaniko, '.docker'), { recursive: true });
   await mkdir(join(kaniko, 'ssl', 'certs'), { recursive: true });
   await copyFile(CA_BUNDLE, join(kaniko, 'ssl', 'certs', 'ca-certificates.crt'));
@@ -95,7 +124,8 @@ async function prepareContext(ctx: string, debug: boolean): Promise<void> {
     lines.push('COPY busybox /busybox', 'VOLUME /busybox');
   }
   lines.push(
-    `ENV PATH=${path} HOME=/root USER=root SSL_CERT_DIR=/kaniko/ssl/certs DOCKER_CONFIG=/kaniko/.docker/ KILN_ISOLATION=container`,
+    `ENV PATH=${path} HOME=/root USER=root SSL_CERT_DIR=/kaniko/ssl/certs DOCKER_CONFIG=/kaniko/.docker/ KILN_ISOLATION=container`
+      + ' GIT_EXEC_PATH=/kaniko/git-core GIT_TEMPLATE_DIR=/kaniko/git-core/templates',
     'WORKDIR /workspace',
     'ENTRYPOINT ["/kaniko/executor"]',
   );

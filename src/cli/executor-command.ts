@@ -35,18 +35,6 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
   } catch (e) {
     return reportFailure(e);
   }
-  if (options.isolation === 'container') {
-    // kaniko's guard, made stricter: container isolation writes the base image over "/".
-    const { containerIsolationProblem } = await import('../rootfs/create-root.js');
-    const problem = await containerIsolationProblem(options.kanikoDir);
-    if (problem && !options.force) {
-      return reportFailure(new UsageError(`container isolation makes "/" the build root, but ${problem}; use --isolation=chroot, or --force if you are sure`));
-    }
-    // Temporary files live under kiln's own directory: everything else is the build root.
-    const tmp = join(options.kanikoDir, 'tmp');
-    mkdirSync(tmp, { recursive: true });
-    process.env['TMPDIR'] = tmp;
-  }
   const session = new RegistrySession(options.registry, createKeychain({ env }));
   let failed = false;
   try {
@@ -172,6 +160,8 @@ export async function toBuildOptions(parsed: ParsedCommandLine, env: NodeJS.Proc
       runLayers: bool('cache-run-layers'), copyLayers: bool('cache-copy-layers'), push: !bool('no-push-cache'),
     }) : undefined,
   };
+  // Before anything is fetched or written: a remote context (and the CA bundle git gets) goes to the temp dir.
+  if (isolation === 'container') await prepareContainerIsolation(kanikoDir, options.force);
   options.contextDir = await resolveContext(str('context') ?? '/workspace/', list('git'), str('context-sub-path'), contextWorkDir(isolation, kanikoDir), env);
   // kaniko's --dockerfile URL: downloaded with kiln's CAs, as ADD <url> is.
   options.dockerfilePath = /^https?:\/\//i.test(dockerfile) ? (await downloadFile(dockerfile)).path : resolveDockerfile(dockerfile, options.contextDir);
@@ -380,6 +370,19 @@ export function executorHelp(): string {
     lines.push(`  ${names.padEnd(44)} ${f.description}${def}${env}${status}`);
   }
   return lines.join('\n') + '\n';
+}
+
+/** kaniko's guard, made stricter (container isolation writes the base image over "/"), and kiln's temp dir. */
+async function prepareContainerIsolation(kanikoDir: string, force: boolean): Promise<void> {
+  const { containerIsolationProblem } = await import('../rootfs/create-root.js');
+  const problem = await containerIsolationProblem(kanikoDir);
+  if (problem && !force) {
+    throw new UsageError(`container isolation makes "/" the build root, but ${problem}; use --isolation=chroot, or --force if you are sure`);
+  }
+  // Temporary files live under kiln's own directory: everything else is the build root.
+  const tmp = join(kanikoDir, 'tmp');
+  mkdirSync(tmp, { recursive: true });
+  process.env['TMPDIR'] = tmp;
 }
 
 function isolationFlag(value: string): 'chroot' | 'container' {

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { docker, dockerEnv, kiln, runCommand } from '../helpers/exec.js';
 import { dockerImageTree } from '../helpers/image-tree.js';
+import { startGitHttpServer } from '../helpers/git-http-server.js';
+import { createTestRepo } from '../helpers/git-repo.js';
 import { buildKilnTestImage } from '../helpers/kiln-image.js';
 import { pushBusyboxImage } from '../helpers/base-images.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
@@ -102,6 +104,34 @@ describe('container isolation', () => {
     assert.match(await changes([]), /^A \/made-by-run$/m, 'without --cleanup the build root keeps the build');
     const cleaned = await changes(['--cleanup']);
     assert.doesNotMatch(cleaned, /made-by-run|^A \/bin/m);
+  });
+
+  it('builds from a git:// context and ADDs a git repository with the git in kiln\'s image', async () => {
+    const repos = join(dir, 'repos');
+    await mkdir(repos, { recursive: true });
+    const server = await startGitHttpServer(repos);
+    try {
+      const lib = await createTestRepo(repos, 'lib');
+      await lib.commit({ 'lib.txt': 'from the lib repository\n' }, 'lib');
+      const app = await createTestRepo(repos, 'app');
+      await app.commit({
+        'app.txt': 'from the git context\n',
+        'Dockerfile': `FROM ${base}\nCOPY app.txt /app/\nADD ${server.url}/lib.git#main /lib/\nRUN cat /app/app.txt /lib/lib.txt > /app/both\n`,
+      }, 'app');
+      const target = `${registry.host}/out/git:latest`;
+      // kaniko's git:// context goes over https, or over http with GIT_PULL_METHOD=http.
+      const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-e', 'GIT_PULL_METHOD=http', KILN_IMAGE,
+        `--context=git://${server.host}/app.git#refs/heads/main`, `--destination=${target}`], { env: dockerEnv() });
+      assert.equal(run.code, 0, run.stderr);
+      await docker(['pull', '-q', target]);
+      try {
+        assert.equal(await docker(['run', '--rm', target, 'cat', '/app/both']), 'from the git context\nfrom the lib repository\n');
+      } finally {
+        await docker(['rmi', target]);
+      }
+    } finally {
+      await server.stop();
+    }
   });
 
   it('is refused on a host where kiln does not run from its own directory', async () => {
