@@ -52,6 +52,12 @@ export interface RegistryTransport {
 export interface TransportSettings {
   retries?: number;
   retryDelayMs?: number;
+  /**
+   * Hosts whose port was found to speak plain HTTP, shared by a session's transports: the pull and the
+   * push of one registry then probe it once. Only that verdict is shared; whether https works depends
+   * on each purpose's trust, so it is learned by each.
+   */
+  plainHttpHosts?: Map<string, Promise<boolean>>;
 }
 
 const DEFAULT_RETRIES = 2;
@@ -112,6 +118,7 @@ class HttpTransport implements RegistryTransport {
   private readonly retryDelayMs: number;
   /** Whether plain HTTP may be tried (kaniko's flags, or a local address); the options do not change. */
   private readonly plainHttp: boolean;
+  private readonly plainHttpHosts?: Map<string, Promise<boolean>>;
   private agentPromise?: Promise<Dispatcher>;
   private originPromise?: Promise<string>;
   private closed = false;
@@ -127,6 +134,7 @@ class HttpTransport implements RegistryTransport {
     this.plainHttp = plainHttpAllowed(registry, purpose, options);
     this.retries = settings.retries ?? DEFAULT_RETRIES;
     this.retryDelayMs = settings.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS;
+    this.plainHttpHosts = settings.plainHttpHosts;
     this.authenticator = authenticatorFactory(registry, this.tokenHttp());
   }
 
@@ -262,11 +270,20 @@ class HttpTransport implements RegistryTransport {
   /** https, unless plain HTTP is allowed and a /v2/ ping over https fails while one over http works; decided once. */
   private origin(): Promise<string> {
     if (!this.plainHttp) return Promise.resolve(`https://${this.host}`);
-    this.originPromise ??= this.ping().catch((e: unknown) => {
+    this.originPromise ??= this.sharedPing().catch((e: unknown) => {
       this.originPromise = undefined;
       throw e;
     });
     return this.originPromise;
+  }
+
+  /** ping(), unless another transport of the session is learning, or has learned, that the host speaks plain HTTP. */
+  private async sharedPing(): Promise<string> {
+    const known = this.plainHttpHosts?.get(this.host);
+    if (known && (await known)) return `http://${this.host}`;
+    const origin = this.ping();
+    if (!known) this.plainHttpHosts?.set(this.host, origin.then((o) => o.startsWith('http:'), () => false));
+    return origin;
   }
 
   private async ping(): Promise<string> {

@@ -7,6 +7,7 @@ import type { Keychain, RegistryOptions, RegistryPurpose } from '../registry/typ
 
 export class RegistrySession {
   private readonly transports = new Map<string, RegistryTransport>();
+  private readonly plainHttpHosts = new Map<string, Promise<boolean>>();
   private readonly keychain: Keychain;
 
   constructor(
@@ -20,7 +21,7 @@ export class RegistrySession {
     const key = `${purpose} ${registry}`;
     let transport = this.transports.get(key);
     if (!transport) {
-      transport = createTransport(registry, purpose, this.options, authenticatorFactory(this.keychain));
+      transport = createTransport(registry, purpose, this.options, authenticatorFactory(this.keychain), { plainHttpHosts: this.plainHttpHosts });
       this.transports.set(key, transport);
     }
     return new RegistryClient(transport, repository);

@@ -177,6 +177,19 @@ describe('RegistryTransport', () => {
     assert.deepEqual(s.seen.map((r) => r.url), ['/v2/', '/v2/foo/manifests/latest', '/v2/foo/manifests/latest']);
   });
 
+  it('probes a plain-HTTP registry once for the pull and the push of one session', async () => {
+    const s = await server(v2Ok);
+    const plainHttpHosts = new Map<string, Promise<boolean>>();
+    const [pull, push] = (['pull', 'push'] as const).map((purpose) => {
+      const t = createTransport(s.host, purpose, registryOptions(), fakeAuth().factory, { retryDelayMs: 1, plainHttpHosts });
+      transports.push(t);
+      return t;
+    });
+    // At once, as a build's permission check and base pull start: the second waits for the first's probe.
+    await Promise.all([get(pull!), get(push!)]);
+    assert.deepEqual(s.seen.map((r) => r.url).sort(), ['/v2/', '/v2/foo/manifests/latest', '/v2/foo/manifests/latest']);
+  });
+
   it('reads no TLS trust for a plain-HTTP registry, but fails at once on a missing --registry-certificate', async () => {
     const lines: string[] = [];
     log.configure({ level: 'debug', write: (line) => lines.push(line) });
