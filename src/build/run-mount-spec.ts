@@ -36,14 +36,13 @@ export interface RunFlags {
 
 export class RunFlagError extends Error {}
 
-const ISSUE = 'issue #5';
 
 /** RUN's flags, checked; `expand` expands a --mount value with the stage's ARG and ENV values. */
 export function parseRunFlags(flags: ParsedFlags, expand: (word: string) => string): RunFlags {
-  if (flags.lists.has('device')) throw new RunFlagError(`RUN --device is not supported (${ISSUE})`);
+  if (flags.lists.has('device')) throw new RunFlagError('RUN --device is not built yet in kiln');
   const security = flags.strings.get('security');
   if (security !== undefined && security !== 'sandbox') {
-    if (security === 'insecure') throw new RunFlagError(`RUN --security=insecure is not supported: kiln never runs a step with extra privileges (${ISSUE})`);
+    if (security === 'insecure') throw new RunFlagError('RUN --security=insecure is not supported: kiln never runs a step with extra privileges');
     throw new RunFlagError(`unsupported security mode "${security}": use sandbox or insecure`);
   }
   const network = flags.strings.get('network') ?? 'default';
@@ -68,7 +67,7 @@ export function parseMount(value: string, expand: (word: string) => string = (w)
       m.type = type as MountType;
     }
   }
-  if (m.type === 'ssh') throw new RunFlagError(`RUN --mount=type=ssh is not supported (${ISSUE})`);
+  if (m.type === 'ssh') throw new RunFlagError('RUN --mount=type=ssh is not built yet in kiln');
   for (const field of fields) {
     const [key, raw] = splitField(field);
     if (raw === undefined) {

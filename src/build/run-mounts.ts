@@ -105,7 +105,7 @@ async function prepareOne(spec: MountSpec, env: RunMountEnvironment, out: Prepar
       return;
     }
     case 'ssh':
-      throw new RunMountError('RUN --mount=type=ssh is not supported (issue #5)');
+      throw new RunMountError('RUN --mount=type=ssh is not built yet in kiln');
   }
 }
 

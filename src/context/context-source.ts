@@ -6,7 +6,7 @@
 //   git://host/repo[#ref[#commit]]  a repository cloned as kaniko does: over https (or http when
 //                              GIT_PULL_METHOD=http; kaniko's git:// never speaks the git protocol),
 //                              GIT_USERNAME/GIT_PASSWORD or GIT_TOKEN as credentials, .git kept
-//   s3://, gs://, Azure blob URLs   refused: cloud-storage contexts are not built (issue #5)
+//   s3://, gs://, Azure blob URLs   refused: cloud-storage contexts are not built yet
 // --git branch=..,single-branch=..,recurse-submodules=..,insecure-skip-tls=.. tunes git contexts, and
 // --context-sub-path picks a directory of a fetched context (kaniko applies it only to "://" contexts).
 import { mkdir, mkdtemp, stat } from 'node:fs/promises';
@@ -39,7 +39,7 @@ const AZURE_BLOB_HOST = /^https:\/\/[^/]+\.blob\.core\.(windows\.net|chinaclouda
 /** Parses --context (and --git); throws ContextError for what cannot be a context. */
 export function parseContextSource(context: string, gitFlags: readonly string[], env: NodeJS.ProcessEnv): ContextSource {
   if (CLOUD_CONTEXTS.test(context) || AZURE_BLOB_HOST.test(context)) {
-    throw new ContextError(`context "${context}": S3, GCS and Azure Blob Storage contexts are not supported (issue #5); give a directory, tar://, https:// or git:// context`);
+    throw new ContextError(`context "${context}": S3, GCS and Azure Blob Storage contexts are not built yet in kiln; give a directory, tar://, https:// or git:// context`);
   }
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(context)?.[1];
   if (scheme === undefined) return { kind: 'dir', path: context };

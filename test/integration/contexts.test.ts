@@ -133,7 +133,7 @@ describe('build contexts', () => {
   it('refuses what it cannot fetch, in one line', async () => {
     const s3 = await build('s3://bucket/ctx.tar.gz', 'ctx/s3');
     assert.equal(s3.code, 1);
-    assert.match(s3.stderr, /S3, GCS and Azure Blob Storage contexts are not supported \(issue #5\)/);
+    assert.match(s3.stderr, /S3, GCS and Azure Blob Storage contexts are not built yet in kiln/);
     const missingBranch = await build(`git://${gitHost}/ctx.git`, 'ctx/nobranch', ['--git', 'branch=nope'], gitEnv());
     assert.equal(missingBranch.code, 1);
     assert.match(missingBranch.stderr, /build context git:\/\/127\.0\.0\.1:\d+\/ctx\.git: fetching "nope" of http:\/\/127\.0\.0\.1:\d+\/ctx\.git failed/);

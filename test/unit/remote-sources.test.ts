@@ -58,9 +58,9 @@ describe('kaniko contexts', () => {
     assert.deepEqual(git, { kind: 'git', remote: 'https://github.com/acme/app.git', ref: 'refs/heads/dev', commit: '0123abc', options: { branch: 'x', singleBranch: false, recurseSubmodules: false, insecureSkipTls: false } });
     assert.equal((parseContextSource('git://host/app.git', [], { GIT_PULL_METHOD: 'http' }) as { remote: string }).remote, 'http://host/app.git');
   });
-  it('refuses cloud storage in one place, naming issue #5, and unknown prefixes', () => {
+  it('refuses cloud storage in one place, saying it is not built yet, and unknown prefixes', () => {
     for (const c of ['s3://bucket/ctx.tar.gz', 'gs://bucket/ctx.tar.gz', 'https://acct.blob.core.windows.net/c/ctx.tar.gz']) {
-      assert.throws(() => parseContextSource(c, [], {}), /contexts are not supported \(issue #5\)/, c);
+      assert.throws(() => parseContextSource(c, [], {}), /contexts are not built yet in kiln/, c);
     }
     assert.throws(() => parseContextSource('ftp://host/x', [], {}), /unknown build context prefix "ftp:\/\/"/);
   });
