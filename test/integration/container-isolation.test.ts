@@ -10,6 +10,7 @@ import { docker, dockerEnv, kiln, runCommand } from '../helpers/exec.js';
 import { dockerImageTree } from '../helpers/image-tree.js';
 import { startGitHttpServer } from '../helpers/git-http-server.js';
 import { createTestRepo } from '../helpers/git-repo.js';
+import { createTestCa } from '../helpers/test-ca.js';
 import { buildKilnTestImage } from '../helpers/kiln-image.js';
 import { pushBusyboxImage } from '../helpers/base-images.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
@@ -110,6 +111,8 @@ describe('container isolation', () => {
     const repos = join(dir, 'repos');
     await mkdir(repos, { recursive: true });
     const server = await startGitHttpServer(repos);
+    const ca = await createTestCa(dir);
+    const secure = await startGitHttpServer(repos, await ca.issue([], ['127.0.0.1']));
     try {
       const lib = await createTestRepo(repos, 'lib');
       await lib.commit({ 'lib.txt': 'from the lib repository\n' }, 'lib');
@@ -129,8 +132,12 @@ describe('container isolation', () => {
       } finally {
         await docker(['rmi', target]);
       }
+      // kaniko's default: git:// over https, with a CA added as GitLab's docs add one to kaniko's image.
+      const overHttps = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ca.caFile}:/kaniko/ssl/certs/additional-ca-cert-bundle.crt:ro`,
+        KILN_IMAGE, `--context=git://${secure.host}/app.git#refs/heads/main`, '--no-push'], { env: dockerEnv() });
+      assert.equal(overHttps.code, 0, overHttps.stderr);
     } finally {
-      await server.stop();
+      await Promise.all([server.stop(), secure.stop()]);
     }
   });
 
