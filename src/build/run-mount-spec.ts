@@ -36,7 +36,6 @@ export interface RunFlags {
 
 export class RunFlagError extends Error {}
 
-
 /** RUN's flags, checked; `expand` expands a --mount value with the stage's ARG and ENV values. */
 export function parseRunFlags(flags: ParsedFlags, expand: (word: string) => string): RunFlags {
   if (flags.lists.has('device')) throw new RunFlagError('RUN --device is not built yet in kiln');
