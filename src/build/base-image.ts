@@ -175,7 +175,10 @@ async function fetchUnpacked(
     const unpacked = roots.unpack!(storedLayer(env.store, layer.digest));
     if (lister.has(layer)) unpacked.catch(() => undefined);
     else listings.push(unpacked.then((listing) => (listing ? lister.add(layer, listing) : listStored(layer)), () => listStored(layer)));
-  });
+  }, roots.unpackGrowing && ((layer, growth) => {
+    // A big layer starts unpacking while it downloads; the stored blob's unpack() above then finds it under way.
+    roots.unpackGrowing!(layer, env.store.path(layer.digest), { tempPath: growth.path, shared: growth.shared });
+  }));
   const [downloaded] = await Promise.allSettled([downloads]);
   const results = [downloaded, ...(await Promise.allSettled(listings))];
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

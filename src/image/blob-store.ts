@@ -1,11 +1,11 @@
 // Content-addressed blobs on disk (<dir>/sha256/<hex>, the OCI layout's own shape), written through
 // streams and verified against their digest whenever they are read back.
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, statSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { close, createReadStream, createWriteStream, open, statSync, write, writev } from 'node:fs';
+import { mkdir, mkdtemp, open as openFile_, readFile, rename, rm, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Transform, type Readable, type TransformCallback, type Writable } from 'node:stream';
+import { Readable, Transform, type TransformCallback, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Descriptor } from './types.js';
 
@@ -21,7 +21,36 @@ export interface BlobWriter {
   commit(): Promise<{ digest: string; size: number }>;
   /** Discards what was written. */
   abort(): Promise<void>;
+  /** With createWriter({ growing: true }): the file as it grows, for a reader on another thread. */
+  growth?: BlobGrowth;
 }
+
+/**
+ * A blob file still being written, followed from another thread (a layer extracted while it
+ * downloads): `shared` holds, as a BigInt64Array, the bytes in the file so far, the state (GROWING,
+ * then COMPLETE or FAILED) and a change count that Atomics.notify announces. The file keeps its
+ * temporary name `path` until the commit renames it; openGrowingVerified reads either.
+ */
+export interface BlobGrowth {
+  path: string;
+  shared: SharedArrayBuffer;
+  opened: Promise<void>;
+}
+
+const GROWTH_WRITTEN = 0;
+const GROWTH_STATE = 1;
+const GROWTH_CHANGES = 2;
+const COMPLETE = 1n;
+const FAILED = 2n;
+/** Node 20 has Atomics.waitAsync (ES2024); TypeScript's lib for ES2022 does not declare it. */
+const waitAsync = (Atomics as unknown as {
+  waitAsync(view: BigInt64Array, index: number, value: bigint, timeoutMs: number): { async: boolean; value: Promise<string> | string };
+}).waitAsync;
+/** How long a reader sleeps at most between looks at a growing file (a missed wake-up costs no more). */
+const GROWTH_POLL_MS = 500;
+
+type WriteCallback = (err: NodeJS.ErrnoException | null, written: number, buffer: unknown) => void;
+type WriteStreamFs = NonNullable<Exclude<Parameters<typeof createWriteStream>[1], string | undefined>['fs']>;
 
 const digestPattern = /^sha256:([0-9a-f]{64})$/;
 
@@ -71,7 +100,7 @@ export class BlobStore {
     return { mediaType, digest, size: data.length };
   }
 
-  async createWriter(): Promise<BlobWriter> {
+  async createWriter(options: { growing?: boolean } = {}): Promise<BlobWriter> {
     const tmp = await this.tempPath();
     const hash = createHash('sha256');
     let size = 0;
@@ -82,27 +111,39 @@ export class BlobStore {
         done(null, chunk);
       },
     });
-    const written = pipeline(hashing, createWriteStream(tmp, { flags: 'wx' }));
+    const growth = options.growing ? followedWrites() : undefined;
+    const file = createWriteStream(tmp, { flags: 'wx', ...(growth ? { fs: growth.fs } : {}) });
+    const written = pipeline(hashing, file);
     written.catch(() => undefined); // observed by commit() or abort(); never an unhandled rejection
+    const settle = (state: bigint): void => {
+      if (!growth || Atomics.load(growth.view, GROWTH_STATE) !== 0n) return;
+      Atomics.store(growth.view, GROWTH_STATE, state);
+      Atomics.add(growth.view, GROWTH_CHANGES, 1n);
+      Atomics.notify(growth.view, GROWTH_CHANGES);
+    };
     return {
       stream: hashing,
       commit: async () => {
         if (!hashing.writableEnded) hashing.end();
         try {
           await written;
+          settle(COMPLETE);
           const digest = 'sha256:' + hash.digest('hex');
           await rename(tmp, this.ownPath(digest));
           return { digest, size };
         } catch (e) {
+          settle(FAILED);
           await unlink(tmp).catch(() => undefined);
           throw e;
         }
       },
       abort: async () => {
+        settle(FAILED);
         hashing.destroy();
         await written.catch(() => undefined);
         await unlink(tmp).catch(() => undefined);
       },
+      ...(growth ? { growth: { path: tmp, shared: growth.shared, opened: new Promise<void>((resolve, reject) => { file.once('open', () => resolve()); file.once('error', reject); }) } } : {}),
     };
   }
 
@@ -133,6 +174,26 @@ export class BlobStore {
   }
 }
 
+/** createWriteStream's `fs` calls, counting in shared memory what each write put in the file. */
+function followedWrites(): { fs: WriteStreamFs; shared: SharedArrayBuffer; view: BigInt64Array } {
+  const shared = new SharedArrayBuffer(24);
+  const view = new BigInt64Array(shared);
+  const wrote = (err: NodeJS.ErrnoException | null, n: number): void => {
+    if (err || n <= 0) return;
+    Atomics.add(view, GROWTH_WRITTEN, BigInt(n));
+    Atomics.add(view, GROWTH_CHANGES, 1n);
+    Atomics.notify(view, GROWTH_CHANGES);
+  };
+  const fs = {
+    open, close,
+    write: (fd: number, buffer: Buffer, offset: number, length: number, position: number | null, callback: WriteCallback) =>
+      write(fd, buffer, offset, length, position, (err, n, b) => { wrote(err, n); callback(err, n, b); }),
+    writev: (fd: number, buffers: NodeJS.ArrayBufferView[], position: number | null, callback: WriteCallback) =>
+      writev(fd, buffers, position, (err, n, b) => { wrote(err, n); callback(err, n, b); }),
+  };
+  return { fs, shared, view };
+}
+
 /** A blob's file as a read stream that errors with DigestMismatchError if the bytes do not hash to `digest` (`where` names the store in errors). */
 export function openVerifiedFile(path: string, digest: string, where: string): Readable {
   const hash = createHash('sha256');
@@ -152,6 +213,79 @@ export function openVerifiedFile(path: string, digest: string, where: string): R
   });
   check.on('close', () => source.destroy()); // a reader that stops early must not leak the file descriptor
   return source.pipe(check);
+}
+
+/**
+ * A blob file that a writer on another thread is still filling (BlobGrowth), read as it grows and
+ * verified against `digest` at its end; under `finalPath` once the commit has renamed it. A writer
+ * that gives up fails the stream.
+ */
+export function openGrowingVerified(path: string, finalPath: string, digest: string, shared: SharedArrayBuffer): Readable {
+  const view = new BigInt64Array(shared);
+  const hash = createHash('sha256');
+  let file: FileHandle | undefined;
+  let position = 0;
+  let pumping = false;
+  const stream = new Readable({
+    highWaterMark: 1 << 20,
+    read() {
+      if (pumping) return;
+      pumping = true;
+      pump().then(() => { pumping = false; }, (e: unknown) => stream.destroy(e as Error));
+    },
+    destroy(error, callback) {
+      const opened = file;
+      file = undefined;
+      if (!opened) return callback(error);
+      opened.close().then(() => callback(error), () => callback(error));
+    },
+  });
+  const failed = (): Error => new Error(`the download of blob ${digest} failed`);
+  const openFile = async (): Promise<FileHandle> => {
+    try {
+      return await openFile_(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      // Committed (and renamed) before this reader began, or abandoned (and removed).
+      if (Atomics.load(view, GROWTH_STATE) === FAILED) throw failed();
+      return openFile_(finalPath);
+    }
+  };
+  // Reads while the stream wants more; resolves when it is full (read() comes again) or done.
+  async function pump(): Promise<void> {
+    file ??= await openFile();
+    for (;;) {
+      if (stream.destroyed) return;
+      const changes = Atomics.load(view, GROWTH_CHANGES);
+      const written = Number(Atomics.load(view, GROWTH_WRITTEN));
+      const state = Atomics.load(view, GROWTH_STATE);
+      if (state === FAILED) throw failed();
+      if (position < written || state === COMPLETE) {
+        const wanted = Math.min(Math.max(written - position, 0), 1 << 20);
+        const buffer = Buffer.allocUnsafe(Math.max(wanted, 1));
+        const { bytesRead } = wanted > 0 ? await file.read(buffer, 0, wanted, position) : { bytesRead: 0 };
+        if (bytesRead === 0) {
+          if (state !== COMPLETE) throw new Error(`blob file ${path} is shorter than its writer says`);
+          const actual = 'sha256:' + hash.digest('hex');
+          if (actual !== digest) throw new DigestMismatchError(`blob ${digest} is corrupt: its content hashes to ${actual}`);
+          stream.push(null);
+          return;
+        }
+        position += bytesRead;
+        const chunk = buffer.subarray(0, bytesRead);
+        hash.update(chunk);
+        if (!stream.push(chunk)) return;
+        continue;
+      }
+      const waited = waitAsync(view, GROWTH_CHANGES, changes, GROWTH_POLL_MS);
+      if (!waited.async) continue;
+      // A pending waitAsync does not keep Node's event loop alive (a worker would exit): a timer does.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([waited.value, new Promise((resolve) => { timer = setTimeout(resolve, GROWTH_POLL_MS); })]);
+      clearTimeout(timer);
+    }
+  }
+  return stream;
 }
 
 export function sha256Digest(data: Buffer): string {

@@ -3,7 +3,7 @@
 // maps are tried first, as kaniko does, with --image-download-retry attempts per source.
 import { PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { BlobStore } from '../image/blob-store.js';
+import type { BlobGrowth, BlobStore } from '../image/blob-store.js';
 import type { MediaTypeFamily } from '../image/image.js';
 import { MediaType, type Descriptor, type ImageConfig, type Index, type Manifest, type Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
@@ -100,11 +100,13 @@ export function choosePlatform(index: Index, wanted: Platform, name: string): De
  * Downloads the image's layers into the store (several at once), skipping blobs already there.
  * `inspect`, when given, reads each layer's bytes in the same pass as the download (or from the
  * store when the blob was already there), so a layer is not read twice. `stored` hears of each
- * layer as soon as it is in the store (before the others have arrived).
+ * layer as soon as it is in the store (before the others have arrived); `downloading`, of each
+ * attempt's blob file as soon as it exists, to be read as it grows.
  */
 export async function fetchLayers(
   layers: readonly Descriptor[], source: RepositoryLocation, session: RegistrySession, store: BlobStore, retries: number,
   inspect?: (layer: Descriptor, bytes: Readable) => Promise<void>, stored?: (layer: Descriptor) => void,
+  downloading?: (layer: Descriptor, growth: BlobGrowth) => void,
 ): Promise<void> {
   const client = session.client(source.registry, source.repository, 'pull');
   await forEachLimited(layers, 3, async (layer) => {
@@ -119,10 +121,12 @@ export async function fetchLayers(
 
   async function fetchOne(layer: Descriptor): Promise<void> {
     await withRetries(retries, async () => {
-      const writer = await store.createWriter();
+      const writer = await store.createWriter({ growing: downloading !== undefined });
       const copy = new PassThrough();
       try {
         const body = await client.getBlob(layer.digest);
+        // Followed from its first byte (an extraction on another thread), the file must exist first.
+        if (writer.growth) writer.growth.opened.then(() => downloading!(layer, writer.growth!), () => undefined);
         if (inspect) await teeInto(body, writer.stream, copy, inspect(layer, copy));
         else await pipeline(body, writer.stream);
         const { digest } = await writer.commit();

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { log } from '../log/logger.js';
 import { sandboxBinary } from '../isolation/sandbox-binary.js';
 import type { SnapshotMode } from '../snapshot/walk-snapshot.js';
+import type { ExtractJob } from './extract-in-worker.js';
 import { isIgnored } from '../snapshot/tree-walk.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import type { BuildRoot, LayerSource } from './build-root.js';
@@ -41,6 +42,8 @@ export interface RootFactory {
    * others unpack in create()), listing it in the same pass; undefined when it was not listed.
    */
   unpack?(layer: LayerSource): Promise<LayerListing | undefined>;
+  /** Starts unpacking a layer still downloading into the blob file `path` will name (LayerDirectories.unpackGrowing). */
+  unpackGrowing?(layer: { digest: string; size: number }, path: string, growing: NonNullable<ExtractJob['growing']>): void;
   dispose(): Promise<void>;
 }
 
@@ -50,7 +53,8 @@ export async function createRootFactory(options: RootOptions): Promise<RootFacto
   // KILN_OVERLAY=0 forces the walk (troubleshooting, and the tests of the fallback).
   if (process.env['KILN_OVERLAY'] !== '0' && await overlayWorks(join(work, 'probe'))) {
     const dirs = new LayerDirectories(work, options.extractRetries);
-    return { description: 'chroot isolation on overlayfs', create: async () => new OverlayRoot(dirs), unpack: (layer) => dirs.unpack(layer), dispose: () => dirs.dispose() };
+    return { description: 'chroot isolation on overlayfs', create: async () => new OverlayRoot(dirs), unpack: (layer) => dirs.unpack(layer),
+      unpackGrowing: (layer, path, growing) => dirs.unpackGrowing(layer, path, growing), dispose: () => dirs.dispose() };
   }
   log.info('overlayfs is not used here: RUN snapshots compare the whole tree before and after each step');
   let n = 0;

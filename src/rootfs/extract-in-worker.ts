@@ -9,6 +9,8 @@ export interface ExtractJob {
   /** The blob's file and digest: the worker verifies the bytes as it reads them. */
   path: string;
   digest: string;
+  /** The blob is still downloading (BlobGrowth): its file under its temporary name, followed as it grows. */
+  growing?: { tempPath: string; shared: SharedArrayBuffer };
   root: string;
   whiteouts: 'apply' | 'overlay';
   layerName: string;

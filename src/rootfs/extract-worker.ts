@@ -3,7 +3,7 @@
 // then run beside the main thread's downloads and listings instead of in their place.
 import { parentPort, workerData } from 'node:worker_threads';
 import { ListingCollector } from '../cache/layer-listing.js';
-import { openVerifiedFile } from '../image/blob-store.js';
+import { openGrowingVerified, openVerifiedFile } from '../image/blob-store.js';
 import { extractLayer, UnsafeLayerError } from './extract-layer.js';
 import type { ExtractJob, ExtractReply } from './extract-in-worker.js';
 
@@ -12,7 +12,10 @@ const warnings: string[] = [];
 let reply: ExtractReply;
 const list = new ListingCollector();
 try {
-  const stats = await extractLayer(openVerifiedFile(job.path, job.digest, 'the blob store'), job.root, {
+  const blob = job.growing
+    ? openGrowingVerified(job.growing.tempPath, job.path, job.digest, job.growing.shared)
+    : openVerifiedFile(job.path, job.digest, 'the blob store');
+  const stats = await extractLayer(blob, job.root, {
     whiteouts: job.whiteouts, layerName: job.layerName, warn: (m) => warnings.push(m), list,
   });
   reply = { stats, listing: list.listing, warnings };

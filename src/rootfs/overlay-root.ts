@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
 import { OncePerKey } from '../util/once-per-key.js';
 import { extractLayer } from './extract-layer.js';
-import { extractInWorker } from './extract-in-worker.js';
+import { extractInWorker, type ExtractJob } from './extract-in-worker.js';
 import { withExtractRetries } from './extract-retries.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
@@ -67,7 +67,18 @@ export class LayerDirectories {
     this.byDigest.set(digest, { dir });
   }
 
-  private async extract(layer: LayerSource): Promise<Extracted> {
+  /**
+   * Starts unpacking a big layer while it still downloads (its blob file growing under a temporary
+   * name, see BlobGrowth), rather than after its last byte. A failure is forgotten: unpack() of the
+   * stored blob then extracts it again.
+   */
+  unpackGrowing(layer: { digest: string; size: number }, path: string, growing: NonNullable<ExtractJob['growing']>): void {
+    if (layer.size < WORKER_MIN_BYTES) return;
+    const source: LayerSource = { digest: layer.digest, path, open: () => Promise.reject(new Error('internal error: a growing layer is read by its worker')) };
+    this.byDigest.get(layer.digest, () => this.extract(source, growing)).catch(() => undefined);
+  }
+
+  private async extract(layer: LayerSource, growing?: ExtractJob['growing']): Promise<Extracted> {
     const rel = this.allocate('l');
     const abs = join(this.workDir, rel);
     let listing: LayerListing | undefined;
@@ -76,8 +87,8 @@ export class LayerDirectories {
       await mkdir(abs, { recursive: true });
       try {
         // A large blob file is unpacked on a worker thread: the main thread goes on downloading and building.
-        if (layer.path && (await stat(layer.path)).size >= WORKER_MIN_BYTES) {
-          listing = await extractInWorker({ path: layer.path, digest: layer.digest, root: abs, whiteouts: 'overlay', layerName: layer.digest });
+        if (growing || (layer.path && (await stat(layer.path)).size >= WORKER_MIN_BYTES)) {
+          listing = await extractInWorker({ path: layer.path!, digest: layer.digest, root: abs, whiteouts: 'overlay', layerName: layer.digest, ...(growing ? { growing } : {}) });
         } else {
           const list = layer.path ? new ListingCollector() : undefined;
           await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest, ...(list ? { list } : {}) });

@@ -1,8 +1,8 @@
 import { strict as assert } from 'node:assert';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { access, readdir, readFile, writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import { BlobStore, DigestMismatchError } from '../../src/image/blob-store.js';
+import { BlobStore, DigestMismatchError, openGrowingVerified, type BlobWriter } from '../../src/image/blob-store.js';
 
 const sha256 = (data: Buffer | string): string => 'sha256:' + createHash('sha256').update(data).digest('hex');
 
@@ -96,5 +96,59 @@ describe('BlobStore', () => {
     await temp.putBytes(Buffer.from('x'), 'text/plain');
     await temp.dispose();
     await assert.rejects(access(temp.dir), { code: 'ENOENT' });
+  });
+});
+
+describe('a blob followed as it is written', () => {
+  let store: BlobStore;
+  before(async () => { store = await BlobStore.createTemp('kiln-blob-growth-'); });
+  after(async () => store.dispose());
+
+  const pieces = [randomBytes(300_000), randomBytes(5), randomBytes(1_500_000)];
+  const whole = Buffer.concat(pieces);
+  const pause = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 20));
+
+  /** Writes the pieces with pauses, so a reader keeps catching up with the writer. */
+  async function writeSlowly(writer: BlobWriter, end: 'commit' | 'abort'): Promise<void> {
+    for (const piece of pieces) {
+      await new Promise<void>((resolve, reject) => writer.stream.write(piece, (e) => (e ? reject(e) : resolve())));
+      await pause();
+    }
+    if (end === 'commit') await writer.commit();
+    else await writer.abort();
+  }
+
+  it('hands out every byte while the writer goes on, then ends at the commit', async () => {
+    const writer = await store.createWriter({ growing: true });
+    const growth = writer.growth!;
+    await growth.opened;
+    const digest = sha256(whole);
+    const [read] = await Promise.all([readAll(openGrowingVerified(growth.path, store.path(digest), digest, growth.shared)), writeSlowly(writer, 'commit')]);
+    assert.ok(read.equals(whole));
+  });
+
+  it('reads the committed file under its final name when it starts late', async () => {
+    const writer = await store.createWriter({ growing: true });
+    const growth = writer.growth!;
+    await writeSlowly(writer, 'commit');
+    const digest = sha256(whole);
+    assert.ok((await readAll(openGrowingVerified(growth.path, store.path(digest), digest, growth.shared))).equals(whole));
+  });
+
+  it('fails when the writer gives up, and when the bytes are not the digest\'s', async () => {
+    const aborted = await store.createWriter({ growing: true });
+    await aborted.growth!.opened;
+    const digest = sha256(whole);
+    await Promise.all([
+      assert.rejects(readAll(openGrowingVerified(aborted.growth!.path, store.path(digest), digest, aborted.growth!.shared)), /the download of blob sha256:\w+ failed/),
+      writeSlowly(aborted, 'abort'),
+    ]);
+    const wrong = await store.createWriter({ growing: true });
+    await wrong.growth!.opened;
+    const other = sha256('something else');
+    await Promise.all([
+      assert.rejects(readAll(openGrowingVerified(wrong.growth!.path, store.path(other), other, wrong.growth!.shared)), DigestMismatchError),
+      writeSlowly(wrong, 'commit'),
+    ]);
   });
 });

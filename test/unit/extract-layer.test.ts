@@ -18,7 +18,7 @@ import { extractLayer, UnsafeLayerError, type ExtractOptions, type ExtractStats 
 import { extractInWorker } from '../../src/rootfs/extract-in-worker.js';
 import { BaseFileLister } from '../../src/build/base-files.js';
 import { ListingCollector } from '../../src/cache/layer-listing.js';
-import { sha256Digest } from '../../src/image/blob-store.js';
+import { BlobStore, sha256Digest } from '../../src/image/blob-store.js';
 
 const T = 1_700_000_000; // entry mtimes, whole seconds
 const OLD = 1_000_000_000;
@@ -425,6 +425,40 @@ describe('extractLayer', () => {
     assert.ok(Buffer.isBuffer(listed.entries.find((e) => e.path === 'etc/group')?.content));
     assert.equal((await lstat(join(onWorker.root, 'usr/bin/tool'))).size, 70_000);
     assert.ok((await lstat(join(onWorker.root, 'etc/shadow'))).isCharacterDevice(), 'the overlay whiteout was written');
+
+    // A blob still downloading: the worker follows the file as it grows and ends with the commit.
+    const growing = await box();
+    const store = await BlobStore.createTemp('kiln-extract-growing-');
+    try {
+      const writer = await store.createWriter({ growing: true });
+      await writer.growth!.opened;
+      const half = data.length >> 1;
+      await new Promise<void>((resolve, reject) => writer.stream.write(data.subarray(0, half), (e) => (e ? reject(e) : resolve())));
+      const extracting = extractInWorker({
+        path: store.path(digest), digest, root: growing.root, whiteouts: 'overlay', layerName: 'test-layer',
+        growing: { tempPath: writer.growth!.path, shared: writer.growth!.shared },
+      });
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the worker is waiting for the rest by now
+      writer.stream.end(data.subarray(half));
+      await writer.commit();
+      assert.deepEqual(await extracting, expected);
+      assert.equal((await lstat(join(growing.root, 'usr/bin/tool'))).size, 70_000);
+      // A download that gives up fails the extraction, which the stored blob's then replaces.
+      const abandoned = await box();
+      const gaveUp = await store.createWriter({ growing: true });
+      await gaveUp.growth!.opened;
+      gaveUp.stream.write(data.subarray(0, half));
+      const failing = extractInWorker({
+        path: join(store.dir, 'never'), digest, root: abandoned.root, whiteouts: 'overlay', layerName: 'test-layer',
+        growing: { tempPath: gaveUp.growth!.path, shared: gaveUp.growth!.shared },
+      });
+      const refused = assert.rejects(failing, /download of blob sha256:\w+ failed/);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await gaveUp.abort();
+      await refused;
+    } finally {
+      await store.dispose();
+    }
 
     // The worker verifies the blob's digest as it reads: other bytes under that name are refused.
     const corrupt = await box();
