@@ -256,9 +256,11 @@ export function openGrowingVerified(path: string, finalPath: string, digest: str
     file ??= await openFile();
     for (;;) {
       if (stream.destroyed) return;
+      // The state before the count: the writer counts every write before it settles, so a complete
+      // state read first means the count read after it is final.
       const changes = Atomics.load(view, GROWTH_CHANGES);
-      const written = Number(Atomics.load(view, GROWTH_WRITTEN));
       const state = Atomics.load(view, GROWTH_STATE);
+      const written = Number(Atomics.load(view, GROWTH_WRITTEN));
       if (state === FAILED) throw failed();
       if (position < written || state === COMPLETE) {
         const wanted = Math.min(Math.max(written - position, 0), 1 << 20);
