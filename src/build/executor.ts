@@ -99,11 +99,14 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
         else await lister.listLayer(layer, store.openVerified(layer.digest)); // a local layout's blob, read in place
         return lister.listing(layer);
       },
-      ensureLocal: async (layer, source) => {
+      ensureLocal: async (layer, source, unpackInto) => {
         if (await store.has(layer.digest)) return;
         const from = env.remoteLayers.get(layer.digest) ?? source;
         if (!from) throw new Error(`internal error: layer ${layer.digest} is neither in the blob store nor in a known registry`);
-        await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry);
+        const unpackGrowing = unpackInto?.unpackGrowing;
+        await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry, undefined, undefined, unpackGrowing && ((l, growth) => {
+          unpackGrowing(l, store.path(l.digest), { tempPath: growth.path, shared: growth.shared });
+        }));
       },
     };
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;

@@ -15,6 +15,7 @@ import { resolveChown, UserLookupError, type Identity } from './users.js';
 import { ContextError } from '../context/build-context.js';
 import type { CommandLineInstruction as RunInstruction } from '../dockerfile/instructions.js';
 import { storedLayer, type BuildRoot } from '../rootfs/build-root.js';
+import { Slots } from '../util/slots.js';
 import { SandboxSetupError } from '../isolation/step-process.js';
 import { snapshotLayerEntries } from '../snapshot/snapshot.js';
 import { resolveUser, runArgv, runEnv, runHistory, runScript } from './run-step.js';
@@ -32,6 +33,9 @@ import { prepareRunMounts, RunMountError } from './run-mounts.js';
 import { MountSetupError } from '../isolation/step-mounts.js';
 
 // executor.ts imports these from here; they live in stage-environment.ts.
+
+/** Layers of a RUN root downloaded at once when they are not in the store yet (cache hits), as fetchLayers does for a base. */
+const ROOT_DOWNLOADS_AT_ONCE = 3;
 
 export class StageBuilder {
   /** What `$VAR` sees (ENV and ARG values), and the lexer that expands words with it. */
@@ -229,12 +233,21 @@ export class StageBuilder {
   /** The stage's root, with every layer of the image so far extracted into it. */
   private async buildRoot(): Promise<BuildRoot> {
     if (this.root) return this.root;
-    const root = await (await this.env.roots()).create();
+    const factory = await this.env.roots();
+    const root = await factory.create();
     for (const v of this.volumes) root.ignoreVolume(v);
     await this.image.files.ready();
-    for (const layer of this.rootLayers) {
-      // With the cache, the files may be known from listings while the layers are still remote.
-      await this.env.ensureLocal(layer, this.image.blobSources[0]);
+    // With the cache, the files may be known from listings while the layers are still remote. They
+    // download a few at once and, on overlayfs, unpack as they arrive, side by side (each into a
+    // directory of its own); the root then stacks them in order.
+    const downloads = new Slots(ROOT_DOWNLOADS_AT_ONCE);
+    const local = this.rootLayers.map((layer) => downloads.run(async () => {
+      await this.env.ensureLocal(layer, this.image.blobSources[0], factory);
+      factory.unpack?.(storedLayer(this.env.store, layer.digest)).catch(() => undefined); // addLayer() reports a failure
+    }));
+    for (const ready of local) ready.catch(() => undefined); // awaited in order below
+    for (const [i, layer] of this.rootLayers.entries()) {
+      await local[i];
       await root.addLayer(storedLayer(this.env.store, layer.digest));
     }
     this.root = root;

@@ -68,6 +68,9 @@ export interface StageEnvironment {
   runMounts: { cacheRoot: string; secrets: ReadonlyMap<string, SecretSource> };
   /** A layer a stage wrote joined its image (not a cache hit's): the target stage's may be uploaded at once. */
   layerWritten?: (stageIndex: number, layer: Descriptor) => void;
-  /** Makes a layer's blob present in the store: from where the cache found it, else from `source`. */
-  ensureLocal: (layer: Descriptor, source: RepositoryLocation | undefined) => Promise<void>;
+  /**
+   * Makes a layer's blob present in the store: from where the cache found it, else from `source`.
+   * With `unpackInto` (overlay roots), a big layer starts unpacking while it downloads.
+   */
+  ensureLocal: (layer: Descriptor, source: RepositoryLocation | undefined, unpackInto?: RootFactory) => Promise<void>;
 }
