@@ -96,7 +96,10 @@ interface Run { tool: string; scenario: Scenario; seconds: number; }
 
 async function round(dir: string, registry: TestRegistry, base: string, tools: Tool[], index: number): Promise<Run[]> {
   const runs: Run[] = [];
-  for (const tool of tools) {
+  // The order turns every round: on a disk still discarding what the tool before deleted, creating
+  // files costs several times more, and the first tool of a round pays for the last one's cleanup.
+  const turned = tools.map((_, i) => tools[(i + index) % tools.length]!);
+  for (const tool of turned) {
     const slug = tool.name.split(' ')[0]!.toLowerCase();
     const ctx = join(dir, `${slug}-${index}`);
     await mkdir(join(ctx, 'app'), { recursive: true });
