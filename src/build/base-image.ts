@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BaseImageCache } from '../cache/base-image-cache.js';
 import type { Stage } from '../dockerfile/stages.js';
-import { DigestMismatchError, type BlobStore } from '../image/blob-store.js';
+import { DigestMismatchError, type BlobGrowth, type BlobStore } from '../image/blob-store.js';
 import { platformString } from '../image/platform.js';
 import type { Descriptor, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
@@ -15,6 +15,7 @@ import { choosePlatform, fetchLayers, pullImage, type PulledImage } from '../rem
 import type { EarlyUploads } from '../remote/push-image.js';
 import type { RegistrySession } from '../remote/session.js';
 import { storedLayer } from '../rootfs/build-root.js';
+import type { RootFactory } from '../rootfs/create-root.js';
 import { isoSeconds } from '../util/iso-seconds.js';
 import type { BaseFileLister } from './base-files.js';
 import { BuildError } from './errors.js';
@@ -157,6 +158,12 @@ async function fetchListed(pulled: PulledImage, lister: BaseFileLister, session:
   ]);
 }
 
+/** fetchLayers' hook that starts unpacking each big layer while it downloads, for roots that unpack ahead (overlayfs). */
+export function unpackWhileDownloading(roots: RootFactory, store: BlobStore): ((layer: Descriptor, growth: BlobGrowth) => void) | undefined {
+  const unpack = roots.unpackGrowing;
+  return unpack && ((layer, growth) => unpack(layer, store.path(layer.digest), { tempPath: growth.path, shared: growth.shared }));
+}
+
 /**
  * For a stage that will RUN on overlayfs: each base layer is unpacked for the RUN root (on a worker
  * thread) as soon as it is downloaded, and listed in that same pass, rather than listed now and
@@ -175,10 +182,7 @@ async function fetchUnpacked(
     const unpacked = roots.unpack!(storedLayer(env.store, layer.digest));
     if (lister.has(layer)) unpacked.catch(() => undefined);
     else listings.push(unpacked.then((listing) => (listing ? lister.add(layer, listing) : listStored(layer)), () => listStored(layer)));
-  }, roots.unpackGrowing && ((layer, growth) => {
-    // A big layer starts unpacking while it downloads; the stored blob's unpack() above then finds it under way.
-    roots.unpackGrowing!(layer, env.store.path(layer.digest), { tempPath: growth.path, shared: growth.shared });
-  }));
+  }, unpackWhileDownloading(roots, env.store)); // the stored blob's unpack() above then finds it under way
   const [downloaded] = await Promise.allSettled([downloads]);
   const results = [downloaded, ...(await Promise.allSettled(listings))];
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

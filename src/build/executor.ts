@@ -28,7 +28,7 @@ import { fetchLayers } from '../remote/pull-image.js';
 import type { EarlyUploads } from '../remote/push-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
-import { BasePulls, pullBase, registryBase } from './base-image.js';
+import { BasePulls, pullBase, registryBase, unpackWhileDownloading } from './base-image.js';
 import {
   baseIndex, expandFrom, globalArgValues, namesRegistryImage, PREDEFINED_ARGS, safeExpand, sourceDateEpoch, stageNamed, stagePlatform, stagesNeededBy,
 } from './stage-graph.js';
@@ -103,10 +103,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
         if (await store.has(layer.digest)) return;
         const from = env.remoteLayers.get(layer.digest) ?? source;
         if (!from) throw new Error(`internal error: layer ${layer.digest} is neither in the blob store nor in a known registry`);
-        const unpackGrowing = unpackInto?.unpackGrowing;
-        await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry, undefined, undefined, unpackGrowing && ((l, growth) => {
-          unpackGrowing(l, store.path(l.digest), { tempPath: growth.path, shared: growth.shared });
-        }));
+        await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry, undefined, undefined, unpackInto && unpackWhileDownloading(unpackInto, store));
       },
     };
     const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
