@@ -3,31 +3,19 @@
 // layer back: skopeo (digests verified), umoci (Go's compress/gzip), GNU tar and docker (pull, run).
 import { strict as assert } from 'node:assert';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { gunzipSync } from 'node:zlib';
-import { pushBusyboxImage } from '../helpers/base-images.js';
 import { docker, kiln, mustRun } from '../helpers/exec.js';
-import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { useBaseFixture } from '../helpers/fixture.js';
 
 const TIMEOUT_MS = 180_000;
 const MIB = 1 << 20;
 
 interface Manifest { layers: { digest: string; size: number }[]; }
 
-let dir: string;
-let registry: TestRegistry;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'kiln-layer-gzip-'));
-  registry = await startRegistry('http');
-  await pushBusyboxImage(registry, 'base/busybox', '1', 'v2s2');
-});
-after(async () => {
-  await registry?.stop();
-  await rm(dir, { recursive: true, force: true });
-});
+const fx = useBaseFixture('layer-gzip', { image: 'busybox', format: 'v2s2' });
 
 describe('gzip layers with stored (incompressible) blocks', () => {
   it('are read back by skopeo, umoci, GNU tar and docker', async () => {
@@ -36,16 +24,16 @@ describe('gzip layers with stored (incompressible) blocks', () => {
     const text = Buffer.from('kiln parallel gzip, text that deflate shrinks\n'.repeat(Math.ceil((3 * MIB) / 46))).subarray(0, 3 * MIB);
     const data = Buffer.concat([randomBytes(3 * MIB), text]);
     const sum = createHash('sha256').update(data).digest('hex');
-    const ctx = join(dir, 'ctx');
+    const ctx = join(fx.dir, 'ctx');
     await mkdir(ctx);
     await writeFile(join(ctx, 'mixed.bin'), data);
-    await writeFile(join(ctx, 'Dockerfile'), `FROM ${registry.host}/base/busybox:1\nCOPY mixed.bin /data/mixed.bin\nCMD ["/bin/busybox", "sha256sum", "/data/mixed.bin"]\n`);
-    const image = `${registry.host}/gzip/mixed:1`;
+    await writeFile(join(ctx, 'Dockerfile'), `FROM ${fx.base}\nCOPY mixed.bin /data/mixed.bin\nCMD ["/bin/busybox", "sha256sum", "/data/mixed.bin"]\n`);
+    const image = `${fx.registry.host}/gzip/mixed:1`;
     const built = await kiln(['executor', '-c', ctx, '-d', image, '--insecure', '--insecure-pull'], { timeoutMs: TIMEOUT_MS });
     assert.equal(built.code, 0, built.stderr);
 
-    const layout = join(dir, 'layout');
-    await mustRun('skopeo', ['copy', '--quiet', ...registry.skopeoArgs('src'), `docker://${image}`, `oci:${layout}:1`], { timeoutMs: TIMEOUT_MS });
+    const layout = join(fx.dir, 'layout');
+    await mustRun('skopeo', ['copy', '--quiet', ...fx.registry.skopeoArgs('src'), `docker://${image}`, `oci:${layout}:1`], { timeoutMs: TIMEOUT_MS });
     const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
     const blob = (digest: string): string => join(layout, 'blobs', 'sha256', digest.slice('sha256:'.length));
     const manifest = JSON.parse(await readFile(blob(index.manifests[0]!.digest), 'utf8')) as Manifest;
@@ -57,7 +45,7 @@ describe('gzip layers with stored (incompressible) blocks', () => {
     const tar = await mustRun('tar', ['-tzvf', blob(layer.digest)]);
     assert.match(tar, /data\/mixed\.bin/);
 
-    const bundle = join(dir, 'bundle');
+    const bundle = join(fx.dir, 'bundle');
     await mustRun('umoci', ['unpack', '--rootless', '--image', `${layout}:1`, bundle], { timeoutMs: TIMEOUT_MS });
     assert.ok((await readFile(join(bundle, 'rootfs', 'data', 'mixed.bin'))).equals(data), 'umoci unpacks the same bytes');
 

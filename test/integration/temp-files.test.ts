@@ -3,36 +3,24 @@
 // many images must not fill their disk.
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { kiln } from '../helpers/exec.js';
-import { pushBusyboxImage } from '../helpers/base-images.js';
-import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { useBaseFixture } from '../helpers/fixture.js';
 
-let dir: string;
-let registry: TestRegistry;
-before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'kiln-temp-files-'));
-  registry = await startRegistry('http');
-  await pushBusyboxImage(registry, 'base/busybox', 'latest', 'oci');
-});
-after(async () => {
-  await registry.stop();
-  await rm(dir, { recursive: true, force: true });
-});
+const fx = useBaseFixture('temp-files', { image: 'busybox', format: 'oci' });
 
 /** A context whose Dockerfile uses every kind of temporary file kiln makes on the host. */
 async function context(name: string, lastStep: string): Promise<string> {
-  const ctx = join(dir, name);
+  const ctx = join(fx.dir, name);
   await mkdir(join(ctx, 'files'), { recursive: true });
   await writeFile(join(ctx, 'files', 'a.txt'), 'a\n');
   execFileSync('tar', ['-czf', join(ctx, 'files.tar.gz'), '-C', ctx, 'files']);
   await writeFile(join(ctx, 'Dockerfile'), [
-    `FROM ${registry.host}/base/busybox AS build`,
+    `FROM ${fx.base} AS build`,
     'RUN mkdir -p /out && echo built > /out/built.txt',
-    `FROM ${registry.host}/base/busybox`,
+    `FROM ${fx.base}`,
     'ADD files.tar.gz /unpacked/',
     'COPY --from=build /out /out',
     'RUN --mount=type=bind,source=files,target=/mnt cat /mnt/a.txt > /copied.txt',
@@ -44,7 +32,7 @@ async function context(name: string, lastStep: string): Promise<string> {
 describe('temporary files', () => {
   for (const [outcome, lastStep] of [['succeeds', 'RUN echo done > /done.txt'], ['fails', 'RUN echo failing && exit 7']] as const) {
     it(`are all removed when a chroot build with RUN, ADD and COPY --from ${outcome}`, async () => {
-      const temp = join(dir, `tmp-${outcome}`);
+      const temp = join(fx.dir, `tmp-${outcome}`);
       await mkdir(temp);
       const ctx = await context(`ctx-${outcome}`, lastStep);
       // Watched while kiln runs: the test means something only if kiln used this TMPDIR.
@@ -52,7 +40,7 @@ describe('temporary files', () => {
       const watch = setInterval(() => {
         readdir(temp).then((names) => names.forEach((n) => seen.add(n.replace(/-[^-]*$/, '-'))), () => undefined);
       }, 20);
-      const r = await kiln(['executor', '-c', ctx, '-d', `${registry.host}/apps/temp-${outcome}:1`], { env: { ...process.env, TMPDIR: temp } })
+      const r = await kiln(['executor', '-c', ctx, '-d', `${fx.registry.host}/apps/temp-${outcome}:1`], { env: { ...process.env, TMPDIR: temp } })
         .finally(() => clearInterval(watch));
       for (const prefix of ['kiln-build-', 'kiln-root-']) assert.ok(seen.has(prefix), `kiln made ${prefix}* in TMPDIR (saw ${[...seen].join(', ')})`);
       if (outcome === 'succeeds') assert.equal(r.code, 0, r.stderr);
