@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io podman skopeo umoci busybox-static ca-certificates docker-registry apache2-utils openssl debootstrap bzip2 xz-utils zstd git patchelf)
+packages=(docker.io podman skopeo umoci busybox-static ca-certificates docker-registry apache2-utils openssl debootstrap bzip2 xz-utils zstd git patchelf rsync)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
