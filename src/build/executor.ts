@@ -48,10 +48,10 @@ export interface BuildResult {
 
 /**
  * Builds the target stage; base images come through `session` (kiln's registry connections).
- * `before` (the push-permission check) runs alongside the base images' pulls and must pass
- * before the first stage starts.
+ * `check` (the push-permission check) starts once the base images' pulls have, runs alongside
+ * them, and must pass before the first stage starts.
  */
-export async function buildImage(options: BuildOptions, session: RegistrySession, before?: Promise<void>, early?: EarlyUploads): Promise<BuildResult> {
+export async function buildImage(options: BuildOptions, session: RegistrySession, check?: () => Promise<void>, early?: EarlyUploads): Promise<BuildResult> {
   const text = await readFile(options.dockerfilePath, 'utf8').catch((e: NodeJS.ErrnoException) => {
     throw new BuildError(`cannot read Dockerfile ${options.dockerfilePath}: ${e.code ?? e.message}`, 0);
   });
@@ -59,8 +59,31 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   for (const w of parsed.warnings) log.warn(`${options.dockerfilePath}:${w.line}: ${w.message}`);
   const model = toStages(parsed);
   const target = targetStageIndex(model, options.target);
-  const context = await BuildContext.open(options.contextDir, options.dockerfilePath);
+  const escapeToken = parsed.directives.escape;
+  const globalArgs = globalArgValues(model, options, escapeToken);
   const store = await BlobStore.createTemp('kiln-build-');
+  // The base images' manifests are the first link of a short build's critical path: they are asked
+  // for before anything else starts, the push-permission check included.
+  const scope = { escapeToken, globalArgs, buildArgs: options.buildArgs };
+  const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, scope) : undefined;
+  const stages = model.stages.slice(0, target + 1).filter((s) => !wanted || wanted.has(s.index));
+  const bases = new BasePulls(store, options, session);
+  for (const stage of stages) {
+    const name = safeExpand(new ShellLex(escapeToken), stage.from.image, (k) => globalArgs.get(k));
+    if (name && namesRegistryImage(model, stage, name)) {
+      try {
+        bases.start(name, stagePlatform(stage, scope, options));
+      } catch {
+        // a bad FROM --platform: the stage reports it when it starts
+      }
+    }
+  }
+  const permitted = check?.();
+  permitted?.catch(() => undefined); // awaited before the first stage
+  const context = await BuildContext.open(options.contextDir, options.dockerfilePath).catch(async (e: unknown) => {
+    await store.dispose();
+    throw e;
+  });
   let roots: Promise<RootFactory> | undefined;
   const lister = new BaseFileLister();
   const copySources = new CopySources(store, (layer) => (lister.has(layer) ? lister.listing(layer) : undefined), options.isolation === 'chroot' ? 'rm-program' : 'fs');
@@ -70,8 +93,8 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   try {
     const env: StageEnvironment = {
       context, store,
-      escapeToken: parsed.directives.escape,
-      globalArgs: globalArgValues(model, options, parsed.directives.escape),
+      escapeToken,
+      globalArgs,
       buildArgs: options.buildArgs,
       consumedBuildArgs: new Set(),
       reproducible: options.reproducible,
@@ -106,20 +129,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
         await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry, undefined, undefined, unpackInto && unpackWhileDownloading(unpackInto, store));
       },
     };
-    const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, env) : undefined;
-    const stages = model.stages.slice(0, target + 1).filter((s) => !wanted || wanted.has(s.index));
-    const bases = new BasePulls(store, options, session);
-    for (const stage of stages) {
-      const name = safeExpand(new ShellLex(env.escapeToken), stage.from.image, (k) => env.globalArgs.get(k));
-      if (name && namesRegistryImage(model, stage, name)) {
-        try {
-          bases.start(name, stagePlatform(stage, env, options));
-        } catch {
-          // a bad FROM --platform: the stage reports it when it starts
-        }
-      }
-    }
-    await before;
+    await permitted;
     for (const stage of model.stages.slice(0, target + 1)) {
       if (!stages.includes(stage)) {
         log.info(`Skipping unused stage ${stage.name ?? stage.index}`);

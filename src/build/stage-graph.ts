@@ -26,7 +26,7 @@ export function namesRegistryImage(model: DockerfileModel, stage: Stage, baseNam
   return baseName.toLowerCase() !== 'scratch' && baseIndex(model, stage, baseName) < 0;
 }
 
-export function expandFrom(stage: Stage, env: StageEnvironment): string {
+export function expandFrom(stage: Stage, env: Pick<StageEnvironment, 'escapeToken' | 'globalArgs'>): string {
   const lex = new ShellLex(env.escapeToken);
   const name = lex.processWord(stage.from.image, (k) => env.globalArgs.get(k));
   if (name === '') throw new BuildError(`FROM ${stage.from.image}: the base image name is empty after expanding build args`, stage.from.node.startLine);
@@ -38,7 +38,7 @@ export function expandFrom(stage: Stage, env: StageEnvironment): string {
  * `--platform=$BUILDPLATFORM` works) or the build's target platform. As in BuildKit, it only picks
  * the base; TARGETPLATFORM inside the stage still names the build's target.
  */
-export function stagePlatform(stage: Stage, env: StageEnvironment, options: BuildOptions): Platform {
+export function stagePlatform(stage: Stage, env: Pick<StageEnvironment, 'escapeToken' | 'globalArgs'>, options: BuildOptions): Platform {
   if (stage.from.platform === undefined) return options.platform;
   const line = stage.from.node.startLine;
   const text = new ShellLex(env.escapeToken).processWord(stage.from.platform, (k) => env.globalArgs.get(k));
@@ -103,7 +103,7 @@ export function safeExpand(lex: ShellLex, word: string, lookup: (k: string) => s
 }
 
 /** The target and every stage it starts FROM or copies from, transitively. */
-export function stagesNeededBy(model: DockerfileModel, target: number, env: StageEnvironment): Set<number> {
+export function stagesNeededBy(model: DockerfileModel, target: number, env: Pick<StageEnvironment, 'escapeToken' | 'globalArgs' | 'buildArgs'>): Set<number> {
   const needed = new Set<number>();
   const lex = new ShellLex(env.escapeToken);
   const visit = (index: number): void => {

@@ -41,8 +41,7 @@ export async function runExecutor(argv: readonly string[], env: NodeJS.ProcessEn
     const destinations = options.destinations.map((d) => parseReference(d));
     // kaniko checks before building; kiln checks while the base images' manifests are fetched, and
     // the build waits for the answer before its first stage.
-    const permission = !options.noPush && !options.skipPushPermissionCheck ? checkPushPermissions(destinations, session) : undefined;
-    permission?.catch(() => undefined); // awaited by buildImage
+    const permission = !options.noPush && !options.skipPushPermissionCheck ? () => checkPushPermissions(destinations, session) : undefined;
     // Blobs of the final image known before the build ends go up while it runs.
     const early = options.noPush || destinations.length === 0 ? undefined : new EarlyUploads(destinations, session);
     const result = await buildImage(options, session, permission, early);
