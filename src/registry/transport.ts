@@ -86,6 +86,23 @@ export function headerValue(headers: Headers, name: string): string | undefined 
   return Array.isArray(value) ? value[0] : value;
 }
 
+type UndiciBody = Dispatcher.ResponseData['body'];
+
+/**
+ * Reads out a body that is not wanted. undici returns the connection to its pool a tick after the
+ * body ends; a request sent before that opens another connection, which is a TLS handshake on a
+ * remote registry (every upload's PUT after its POST, every request after a 401 challenge).
+ */
+async function discard(body: UndiciBody): Promise<void> {
+  // undici's own dump, from the prototype: withDiscard() puts this function in front of it.
+  await (Object.getPrototypeOf(body) as UndiciBody).dump.call(body);
+  await new Promise((resolve) => process.nextTick(resolve));
+}
+
+function withDiscard(body: UndiciBody): ResponseBody {
+  return Object.assign(body, { dump: () => discard(body) }) as unknown as ResponseBody;
+}
+
 function withMethods(stream: Readable): ResponseBody {
   return Object.assign(stream, {
     text: async () => readText(stream, Number.MAX_SAFE_INTEGER),
@@ -142,7 +159,9 @@ class HttpTransport implements RegistryTransport {
     const maxRetries = IDEMPOTENT.has(req.method) ? (req.retries ?? this.retries) : 0;
     const res = await this.send(req, maxRetries);
     const ok = res.statusCode >= 200 && res.statusCode < 300;
-    const body = req.method === 'GET' && ok ? withMethods(this.resumable(req, res, maxRetries)) : (res.body as unknown as ResponseBody);
+    const body = req.method === 'GET' && ok
+      ? withMethods(this.resumable(req, res, maxRetries))
+      : withDiscard(res.body);
     return { status: res.statusCode, headers: res.headers, body };
   }
 
@@ -175,7 +194,7 @@ class HttpTransport implements RegistryTransport {
         throw e;
       }
       if (RETRYABLE_STATUS.has(res.statusCode) && attempt < maxRetries) {
-        await res.body.dump().catch(() => undefined);
+        await discard(res.body).catch(() => undefined);
         log.debug(`${req.method} ${displayPath(req.path)} on ${this.registry}: HTTP ${res.statusCode}; retrying (${attempt + 1}/${maxRetries})`);
         await this.backoff(attempt, headerValue(res.headers, 'retry-after'));
         continue;
@@ -206,7 +225,13 @@ class HttpTransport implements RegistryTransport {
       let res: Dispatcher.ResponseData;
       try {
         opened = await openBody(body);
-        res = await agent.request({ origin: url.origin, path: url.pathname + url.search, method: method as Dispatcher.HttpMethod, headers, body: opened.body });
+        // undici closes the connection after a HEAD unless told otherwise, in case a broken server
+        // sends a body anyway; registries and their storage do not, and a registry reached over TLS
+        // would otherwise pay a handshake for the request after every blob or manifest check.
+        res = await agent.request({
+          origin: url.origin, path: url.pathname + url.search, method: method as Dispatcher.HttpMethod, headers, body: opened.body,
+          ...(method === 'HEAD' ? { reset: false } : {}),
+        });
       } catch (e) {
         opened?.dispose();
         throw this.networkError(e, req.method, req.path, url.host, url.protocol === 'https:');
@@ -220,7 +245,7 @@ class HttpTransport implements RegistryTransport {
         res.body.once('close', () => sent.dispose());
         return res;
       }
-      await res.body.dump().catch(() => undefined);
+      await discard(res.body).catch(() => undefined);
       sent.dispose();
       if (status === 401) {
         challenged = true;
@@ -296,7 +321,7 @@ class HttpTransport implements RegistryTransport {
     if (httpsError === undefined) {
       try {
         // Any answer over TLS proves https works (the certificate was verified), whatever the status.
-        await (await get('https')).body.dump();
+        await discard((await get('https')).body);
         return `https://${this.host}`;
       } catch (e) {
         httpsError = e;
@@ -304,7 +329,7 @@ class HttpTransport implements RegistryTransport {
     }
     try {
       const res = await get('http');
-      await res.body.dump();
+      await discard(res.body);
       // Any HTTP answer but 400 means plain HTTP is spoken (a TLS server answers plain HTTP with 400);
       // a 5xx here is the registry being unwell, which the request's own retries deal with.
       if (res.statusCode !== 400) {
@@ -347,7 +372,7 @@ class HttpTransport implements RegistryTransport {
               headers: { 'user-agent': USER_AGENT, ...init.headers }, body: init.body,
             });
             if (RETRYABLE_STATUS.has(res.statusCode) && attempt < this.retries) {
-              await res.body.dump().catch(() => undefined);
+              await discard(res.body).catch(() => undefined);
               await this.backoff(attempt, headerValue(res.headers, 'retry-after'));
               continue;
             }
