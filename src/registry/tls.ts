@@ -5,7 +5,7 @@ import { X509Certificate } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { isIPv4 } from 'node:net';
 import { join } from 'node:path';
-import { createSecureContext, rootCertificates, type SecureContext, type SecureContextOptions } from 'node:tls';
+import { createSecureContext, rootCertificates, type SecureContext } from 'node:tls';
 import { log } from '../log/logger.js';
 import { canonicalRegistryName } from '../reference/reference.js';
 import { RegistryError, type RegistryOptions, type RegistryPurpose } from './types.js';
@@ -95,8 +95,9 @@ export async function registryTls(registry: string, purpose: RegistryPurpose, op
   let loaded: Promise<RegistryConnectOptions> | undefined;
   return () => {
     loaded ??= sharedTrust(options).then((trust) => {
-      const ca = [...trust, ...own.ca];
-      return { ca, cert: own.cert, key: own.key, rejectUnauthorized, secureContext: secureContext(options, contextKey, () => ({ ca, cert: own.cert, key: own.key })) };
+      const ca = [...trust.all, ...own.ca];
+      const extra = [...trust.extra, ...own.ca];
+      return { ca, cert: own.cert, key: own.key, rejectUnauthorized, secureContext: secureContext(options, contextKey, () => newSecureContext(extra, own.cert, own.key)) };
     }).catch((e: unknown) => {
       loaded = undefined;
       throw e;
@@ -112,11 +113,22 @@ export async function registryTls(registry: string, purpose: RegistryPurpose, op
  */
 const secureContexts = new WeakMap<RegistryOptions, Map<string, SecureContext>>();
 
-function secureContext(options: RegistryOptions, key: string, make: () => SecureContextOptions): SecureContext {
+function secureContext(options: RegistryOptions, key: string, make: () => SecureContext): SecureContext {
   let contexts = secureContexts.get(options);
   if (!contexts) secureContexts.set(options, (contexts = new Map()));
   let context = contexts.get(key);
-  if (!context) contexts.set(key, (context = createSecureContext(make())));
+  if (!context) contexts.set(key, (context = make()));
+  return context;
+}
+
+/**
+ * Node's roots plus `extra`. A context made without a `ca` list starts from the root store Node
+ * parses once per process (~16 ms); a `ca` list holding those same ~140 roots is parsed again for
+ * every context (~30 ms). The extra certificates go into the context's own copy of that store.
+ */
+function newSecureContext(extra: readonly string[], cert?: string, key?: string): SecureContext {
+  const context = createSecureContext({ cert, key });
+  for (const pem of extra) (context.context as { addCACert(pem: string): void }).addCACert(pem);
   return context;
 }
 
@@ -125,13 +137,20 @@ function secureContext(options: RegistryOptions, key: string, make: () => Secure
  * SSL_CERT_FILE usually hold the system bundle again, and each certificate costs parsing time in
  * every TLS context.
  */
-const sharedTrustCache = new WeakMap<RegistryOptions, Promise<string[]>>();
+const sharedTrustCache = new WeakMap<RegistryOptions, Promise<SharedTrust>>();
 
-function sharedTrust(options: RegistryOptions): Promise<string[]> {
+interface SharedTrust {
+  all: string[];
+  /** Those not among Node's own roots. */
+  extra: string[];
+}
+
+function sharedTrust(options: RegistryOptions): Promise<SharedTrust> {
   let trust = sharedTrustCache.get(options);
   if (!trust) {
     trust = (async () => {
       const ca = new Map<string, string>(rootCertificates.map((c) => [certificateKey(c), c.trim()]));
+      const roots = ca.size;
       for (const dir of options.certificateDirectories) await certificatesInDirectory(dir, ca);
       for (const file of options.certificateFiles) {
         try {
@@ -140,7 +159,9 @@ function sharedTrust(options: RegistryOptions): Promise<string[]> {
           log.warn(`Cannot read CA bundle ${file}: ${(e as Error).message}; continuing without it`);
         }
       }
-      return [...ca.values()];
+      const all = [...ca.values()];
+      // A Map keeps insertion order: Node's roots come first.
+      return { all, extra: all.slice(roots) };
     })();
     sharedTrustCache.set(options, trust);
   }
