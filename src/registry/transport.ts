@@ -86,23 +86,6 @@ export function headerValue(headers: Headers, name: string): string | undefined 
   return Array.isArray(value) ? value[0] : value;
 }
 
-type UndiciBody = Dispatcher.ResponseData['body'];
-
-/**
- * Reads out a body that is not wanted. undici returns the connection to its pool a tick after the
- * body ends; a request sent before that opens another connection, which is a TLS handshake on a
- * remote registry (every upload's PUT after its POST, every request after a 401 challenge).
- */
-async function discard(body: UndiciBody): Promise<void> {
-  // undici's own dump, from the prototype: withDiscard() puts this function in front of it.
-  await (Object.getPrototypeOf(body) as UndiciBody).dump.call(body);
-  await new Promise((resolve) => process.nextTick(resolve));
-}
-
-function withDiscard(body: UndiciBody): ResponseBody {
-  return Object.assign(body, { dump: () => discard(body) }) as unknown as ResponseBody;
-}
-
 function withMethods(stream: Readable): ResponseBody {
   return Object.assign(stream, {
     text: async () => readText(stream, Number.MAX_SAFE_INTEGER),
@@ -159,9 +142,7 @@ class HttpTransport implements RegistryTransport {
     const maxRetries = IDEMPOTENT.has(req.method) ? (req.retries ?? this.retries) : 0;
     const res = await this.send(req, maxRetries);
     const ok = res.statusCode >= 200 && res.statusCode < 300;
-    const body = req.method === 'GET' && ok
-      ? withMethods(this.resumable(req, res, maxRetries))
-      : withDiscard(res.body);
+    const body = req.method === 'GET' && ok ? withMethods(this.resumable(req, res, maxRetries)) : (res.body as unknown as ResponseBody);
     return { status: res.statusCode, headers: res.headers, body };
   }
 
@@ -194,7 +175,7 @@ class HttpTransport implements RegistryTransport {
         throw e;
       }
       if (RETRYABLE_STATUS.has(res.statusCode) && attempt < maxRetries) {
-        await discard(res.body).catch(() => undefined);
+        await res.body.dump().catch(() => undefined);
         log.debug(`${req.method} ${displayPath(req.path)} on ${this.registry}: HTTP ${res.statusCode}; retrying (${attempt + 1}/${maxRetries})`);
         await this.backoff(attempt, headerValue(res.headers, 'retry-after'));
         continue;
@@ -225,6 +206,11 @@ class HttpTransport implements RegistryTransport {
       let res: Dispatcher.ResponseData;
       try {
         opened = await openBody(body);
+        // undici gives a connection back to its pool a full event-loop turn after the response ends
+        // (a setImmediate); a request sent sooner (an upload's PUT after its POST, the retry after a
+        // 401) finds none free and opens another, a TLS handshake on a remote registry. One turn here
+        // lets it reuse the connection.
+        await new Promise((resolve) => setImmediate(resolve));
         // undici closes the connection after a HEAD unless told otherwise, in case a broken server
         // sends a body anyway; registries and their storage do not, and a registry reached over TLS
         // would otherwise pay a handshake for the request after every blob or manifest check.
@@ -245,7 +231,7 @@ class HttpTransport implements RegistryTransport {
         res.body.once('close', () => sent.dispose());
         return res;
       }
-      await discard(res.body).catch(() => undefined);
+      await res.body.dump().catch(() => undefined);
       sent.dispose();
       if (status === 401) {
         challenged = true;
@@ -321,7 +307,7 @@ class HttpTransport implements RegistryTransport {
     if (httpsError === undefined) {
       try {
         // Any answer over TLS proves https works (the certificate was verified), whatever the status.
-        await discard((await get('https')).body);
+        await (await get('https')).body.dump();
         return `https://${this.host}`;
       } catch (e) {
         httpsError = e;
@@ -329,7 +315,7 @@ class HttpTransport implements RegistryTransport {
     }
     try {
       const res = await get('http');
-      await discard(res.body);
+      await res.body.dump();
       // Any HTTP answer but 400 means plain HTTP is spoken (a TLS server answers plain HTTP with 400);
       // a 5xx here is the registry being unwell, which the request's own retries deal with.
       if (res.statusCode !== 400) {
@@ -372,7 +358,7 @@ class HttpTransport implements RegistryTransport {
               headers: { 'user-agent': USER_AGENT, ...init.headers }, body: init.body,
             });
             if (RETRYABLE_STATUS.has(res.statusCode) && attempt < this.retries) {
-              await discard(res.body).catch(() => undefined);
+              await res.body.dump().catch(() => undefined);
               await this.backoff(attempt, headerValue(res.headers, 'retry-after'));
               continue;
             }

@@ -49,7 +49,7 @@ function fakeAuth(token = 'Bearer good-token'): { factory: AuthenticatorFactory;
 }
 
 interface Seen { method: string; url: string; headers: IncomingHttpHeaders; body: Buffer; encrypted: boolean }
-interface FakeServer { host: string; port: number; seen: Seen[]; close(): Promise<void> }
+interface FakeServer { host: string; port: number; seen: Seen[]; /** TCP connections accepted so far. */ connections(): number; close(): Promise<void> }
 type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
 
 /** An HTTP(S) server on 127.0.0.1 that records every request with its body before handling it. */
@@ -65,10 +65,12 @@ async function serve(handler: Handler, tls?: ServerOptions): Promise<FakeServer>
     });
   };
   const server = tls ? createHttpsServer(tls, listener) : createHttpServer(listener);
+  let connections = 0;
+  server.on('connection', () => connections++);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
   return {
-    host: `127.0.0.1:${port}`, port, seen,
+    host: `127.0.0.1:${port}`, port, seen, connections: () => connections,
     close: async () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
@@ -207,6 +209,28 @@ describe('RegistryTransport', () => {
     } finally {
       log.configure({ level: 'info', write: (line) => process.stderr.write(line) });
     }
+  });
+
+  it('keeps one TLS connection through blob checks, uploads and their bodies', async () => {
+    const s = await tlsServer((req, res) => {
+      if (req.method === 'POST') res.writeHead(202, { location: '/v2/foo/blobs/uploads/1' }).end();
+      else if (req.method === 'PUT') res.writeHead(201).end();
+      else if (req.method === 'HEAD') res.writeHead(200, { 'content-length': '5' }).end();
+      else v2Ok(req, res, Buffer.alloc(0));
+    });
+    const t = transport(s.host, 'push', registryOptions({ certificateFiles: [caFile] }));
+    const send = async (method: 'HEAD' | 'POST' | 'PUT', path: string): Promise<void> => {
+      await (await t.request({ method, path, scopes: ['repository:foo:push'], expectStatus: [200, 201, 202] })).body.dump();
+    };
+    await get(t);
+    for (let i = 0; i < 3; i++) {
+      await send('HEAD', '/v2/foo/blobs/sha256:abc');
+      await send('POST', '/v2/foo/blobs/uploads/');
+      await send('PUT', '/v2/foo/blobs/uploads/1?digest=sha256:abc');
+    }
+    assert.equal(s.seen.length, 11);
+    // The https probe of a loopback registry (a bare TLS hello), then one connection for everything.
+    assert.equal(s.connections(), 2);
   });
 
   it('prefers https when the registry speaks it, trusting a CA from a certificate directory', async () => {
