@@ -2,7 +2,8 @@
 // medians and kiln/peer ratios (absolute times on shared machines mean little; ratios do).
 // Suites, chosen with KILN_BENCH (comma list, default all):
 //   registry  (issue #3) pull and push of a ~200 MB multi-layer image between two local
-//             distribution registries — kiln (FROM the image, push elsewhere) versus `skopeo copy`.
+//             distribution registries — kiln (FROM the image, push elsewhere) versus `skopeo copy`;
+//             then a small image between two TLS registries behind 20 ms round trips (bench/registry-latency.ts).
 //   snapshot  (issue #4) RUN snapshot cost on 10k/100k-file roots, per isolation mode, versus
 //             buildah and kaniko (bench/snapshot.ts).
 //   cache     (issue #6) a 10-step Debian Dockerfile built cold, rebuilt warm, and rebuilt after a
@@ -22,6 +23,7 @@ import { markdownTable, median, REPETITIONS, timed, writeResults } from './commo
 import { snapshotSuite } from './snapshot.js';
 import { cacheSuite } from './cache.js';
 import { compressionSuite } from './compression.js';
+import { tlsLatencyRow } from './registry-latency.js';
 import { workloadsSuite } from './workloads.js';
 
 interface Measurement { tool: string; seconds: number; }
@@ -86,10 +88,14 @@ async function registrySuite(): Promise<void> {
     const skopeoMedian = median(results.filter((m) => m.tool === 'skopeo copy').map((m) => m.seconds));
     const ratio = kilnMedian / skopeoMedian;
     const row = { workload: `pull + push of a ${LAYER_MB.reduce((a, b) => a + b, 0)} MB, ${LAYER_MB.length}-layer image`, repetitions: REPETITIONS, kilnMedianSeconds: kilnMedian, peer: 'skopeo copy', peerMedianSeconds: skopeoMedian, ratio, target: '<= 1.0' };
-    console.log(markdownTable(['workload', 'kiln median', 'peer', 'peer median', 'kiln/peer', 'target'],
-      [[row.workload, `${kilnMedian.toFixed(2)} s`, row.peer, `${skopeoMedian.toFixed(2)} s`, ratio.toFixed(2), row.target]]));
+    const latency = await tlsLatencyRow(dir, REPETITIONS);
+    console.log(markdownTable(['workload', 'kiln median', 'peer', 'peer median', 'kiln/peer', 'target'], [
+      [row.workload, `${kilnMedian.toFixed(2)} s`, row.peer, `${skopeoMedian.toFixed(2)} s`, ratio.toFixed(2), row.target],
+      [latency.workload, `${latency.kilnMedianSeconds.toFixed(2)} s, ${latency.kilnConnections} connections`, 'skopeo copy',
+        `${latency.skopeoMedianSeconds.toFixed(2)} s, ${latency.skopeoConnections} connections`, latency.ratio.toFixed(2), ''],
+    ]));
     console.log('(kiln includes its Node start-up and a metadata-only build step; skopeo only copies)');
-    await writeResults('registry', { row, results });
+    await writeResults('registry', { row, results, latency });
   } finally {
     await source.stop();
     await rm(dir, { recursive: true, force: true });
