@@ -61,12 +61,12 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   const target = targetStageIndex(model, options.target);
   const escapeToken = parsed.directives.escape;
   const globalArgs = globalArgValues(model, options, escapeToken);
-  const store = await BlobStore.createTemp('kiln-build-');
-  // The base images' manifests are the first link of a short build's critical path: they are asked
-  // for before anything else starts, the push-permission check included.
   const scope = { escapeToken, globalArgs, buildArgs: options.buildArgs };
   const wanted = options.skipUnusedStages ? stagesNeededBy(model, target, scope) : undefined;
   const stages = model.stages.slice(0, target + 1).filter((s) => !wanted || wanted.has(s.index));
+  const store = await BlobStore.createTemp('kiln-build-');
+  // The base images' manifests are the first link of a short build's critical path: they are asked
+  // for before anything else starts, the push-permission check included.
   const bases = new BasePulls(store, options, session);
   for (const stage of stages) {
     const name = safeExpand(new ShellLex(escapeToken), stage.from.image, (k) => globalArgs.get(k));
