@@ -5,7 +5,7 @@
 import type { Instruction, CopyInstruction } from '../dockerfile/instructions.js';
 import type { Descriptor } from '../image/types.js';
 import { hashText, type ChainItem } from '../cache/cache-key.js';
-import type { CachedStep } from '../cache/layer-cache.js';
+import type { CacheLocation, CachedStep } from '../cache/layer-cache.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import { sourceFiles } from '../context/source-digest.js';
 import { storedLayer, type BuildRoot } from '../rootfs/build-root.js';
@@ -41,6 +41,8 @@ export interface CachedStage {
   run: (ins: Instruction) => Promise<StepLayer | undefined>;
   /** Adds a history entry without a layer. */
   history: (createdBy: string) => void;
+  /** A hit's layer from a cache registry joined the image. */
+  layerCached: (layer: Descriptor, source: CacheLocation) => void;
   /** The `created` time of a history entry. */
   created: () => string;
 }
@@ -123,7 +125,10 @@ async function useCached(hit: CachedStep, stage: CachedStage): Promise<void> {
   image.config.rootfs.diff_ids.push(diffId);
   image.config.history.push({ created: stage.created(), created_by: hit.createdBy });
   stage.rootLayers.push(descriptor);
-  if (hit.source) env.remoteLayers.set(descriptor.digest, hit.source);
+  if (hit.source) {
+    env.remoteLayers.set(descriptor.digest, hit.source);
+    stage.layerCached(descriptor, hit.source);
+  }
   const listing = hit.listing;
   image.files.deferLayer(async () => listing ?? env.cachedLayerFiles(descriptor, hit.source));
   const root = stage.root();

@@ -116,6 +116,11 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       layerWritten: early && ((stageIndex, layer) => {
         if (stageIndex === target) early.offer(layer, () => store.openVerified(layer.digest), []);
       }),
+      // Only where a mount can do it: a cache registry other than the destination's would have the
+      // layer streamed through kiln now, and again into the store if a later step needs its files.
+      layerCached: early && ((stageIndex, layer, source) => {
+        if (stageIndex === target) early.offer(layer, () => session.client(source.registry, source.repository, 'pull').getBlob(layer.digest), [source], { mountableOnly: true });
+      }),
       runMounts: { cacheRoot: runCacheRoot(options.baseImageCache.dir), secrets: options.secrets ?? new Map() },
       cachedLayerFiles: async (layer, source) => {
         if (source) await fetchLayers([layer], source, session, store, options.registry.imageDownloadRetry, lister.listLayer);

@@ -113,6 +113,7 @@ export class StageBuilder {
       word: (text) => this.word(text),
       run: (ins) => this.runUncached(ins),
       history: (createdBy) => this.history(createdBy),
+      layerCached: (layer, source) => this.env.layerCached?.(this.stageIndex, layer, source),
       created: () => this.created(),
     };
   }

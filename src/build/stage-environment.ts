@@ -68,6 +68,8 @@ export interface StageEnvironment {
   runMounts: { cacheRoot: string; secrets: ReadonlyMap<string, SecretSource> };
   /** A layer a stage wrote joined its image (not a cache hit's): the target stage's may be uploaded at once. */
   layerWritten?: (stageIndex: number, layer: Descriptor) => void;
+  /** A cache hit's layer, in the registry `source`, joined a stage's image: the target stage's may be mounted into the destinations at once. */
+  layerCached?: (stageIndex: number, layer: Descriptor, source: CacheLocation) => void;
   /**
    * Makes a layer's blob present in the store: from where the cache found it, else from `source`.
    * With `unpackInto` (overlay roots), a big layer starts unpacking while it downloads.

@@ -50,7 +50,6 @@ export async function pushImage(image: BuiltImage, destinations: readonly ImageR
 
 async function pushOnce(image: BuiltImage, dest: ImageReference, session: RegistrySession, options: PushOptions): Promise<void> {
   const client = session.client(dest.registry, dest.repository, 'push');
-  const mountFrom = mountSources(options.blobSources, dest);
   const blobs = [...image.manifest.layers, image.configDescriptor];
   options.early?.hurry();
   const slots = new Slots(PUSH_UPLOADS_AT_ONCE);
@@ -78,8 +77,19 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
     const open = local
       ? () => image.store.openVerified(blob.digest)
       : () => session.client(source!.registry, source!.repository, 'pull').getBlob(blob.digest);
-    const how = await client.pushBlob(blob, open, { mountFrom });
+    const how = await client.pushBlob(blob, open, { mountFrom: mountCandidates(blob) });
     log.debug(`blob ${blob.digest}: ${how}`);
+  }
+
+  /**
+   * Where a mount may find the blob. The config was made by this build: no repository has it, and
+   * each try costs two round trips before the upload. A cache hit's layer is in its cache
+   * repository; other layers may be in the base's or (pushed by the cache meanwhile) the cache's.
+   */
+  function mountCandidates(blob: Descriptor): string[] {
+    if (blob.digest === image.configDescriptor.digest) return [];
+    const cached = options.remoteLayers?.get(blob.digest);
+    return mountSources(cached ? [cached] : options.blobSources, dest);
   }
 }
 
@@ -103,11 +113,15 @@ export class EarlyUploads {
 
   constructor(private readonly destinations: readonly ImageReference[], private readonly session: RegistrySession) {}
 
-  /** Starts uploading `blob` (read with `open`) to each destination; `sources` are mount candidates. */
-  offer(blob: Descriptor, open: OpenBlob, sources: readonly RepositoryLocation[]): void {
+  /**
+   * Starts uploading `blob` (read with `open`) to each destination; `sources` are mount candidates.
+   * `mountableOnly`: only to destinations on a registry of one of the sources.
+   */
+  offer(blob: Descriptor, open: OpenBlob, sources: readonly RepositoryLocation[], options: { mountableOnly?: boolean } = {}): void {
     for (const dest of this.destinations) {
       const key = uploadKey(dest, blob.digest);
       if (this.uploads.has(key) || this.stopped) continue;
+      if (options.mountableOnly && mountSources(sources, dest).length === 0) continue;
       const upload = this.slots.run(async () => {
         if (this.stopped) return false;
         const how = await this.session.client(dest.registry, dest.repository, 'push').pushBlob(blob, open, { mountFrom: mountSources(sources, dest) });

@@ -5,7 +5,7 @@ import type { BuiltImage } from '../../src/image/image.js';
 import { MediaType, type Descriptor } from '../../src/image/types.js';
 import { parseReference } from '../../src/reference/reference.js';
 import type { OpenBlob } from '../../src/registry/range-reader.js';
-import { pushImage, type EarlyUploads } from '../../src/remote/push-image.js';
+import { EarlyUploads, pushImage } from '../../src/remote/push-image.js';
 import type { RegistrySession } from '../../src/remote/session.js';
 
 const digest = (c: string): string => `sha256:${c.repeat(64)}`;
@@ -43,5 +43,57 @@ describe('pushImage', () => {
     const session = { client: () => client } as unknown as RegistrySession;
     await pushImage(image, [parseReference('127.0.0.1:5000/app:1')], session, { blobSources: [], retries: 0, ignoreImmutableTagErrors: false, early });
     assert.deepEqual(pushed, [config.digest]);
+  });
+
+  it('offers a mount only from where a blob can be: never the config, a cache hit from its cache repository', async () => {
+    const [base, hit, fresh] = ['1', '2', '3'].map((c): Descriptor => ({ mediaType: MediaType.ociLayerGzip, digest: digest(c), size: 10 }));
+    const config: Descriptor = { mediaType: MediaType.ociConfig, digest: digest('c'), size: 2 };
+    const manifestDigest = digest('m');
+    const mounts = new Map<string, string[] | undefined>();
+    const client = {
+      pushBlob: async (blob: Descriptor, _open: OpenBlob, options: { mountFrom?: string[] }) => {
+        mounts.set(blob.digest, options.mountFrom);
+        return 'uploaded';
+      },
+      putManifest: async () => manifestDigest,
+    };
+    const image = {
+      manifest: { schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers: [base, hit, fresh] },
+      manifestBytes: Buffer.from('{}'),
+      manifestDescriptor: { mediaType: MediaType.ociManifest, digest: manifestDigest, size: 2 },
+      configDescriptor: config,
+      store: { has: async () => true, openVerified: () => Readable.from([Buffer.from('{}')]) },
+    } as unknown as BuiltImage;
+    const session = { client: () => client } as unknown as RegistrySession;
+    const registry = '127.0.0.1:5000';
+    await pushImage(image, [parseReference(`${registry}/app:1`)], session, {
+      blobSources: [{ registry, repository: 'library/base' }, { registry, repository: 'app/cache' }],
+      remoteLayers: new Map([[hit!.digest, { registry, repository: 'app/cache' }]]),
+      retries: 0, ignoreImmutableTagErrors: false,
+    });
+    assert.deepEqual(mounts.get(config.digest), []);
+    assert.deepEqual(mounts.get(hit!.digest), ['app/cache']);
+    assert.deepEqual(mounts.get(base!.digest), ['library/base', 'app/cache']);
+    assert.deepEqual(mounts.get(fresh!.digest), ['library/base', 'app/cache']);
+  });
+
+  it('sends a cache hit early only to destinations that can mount it', async () => {
+    const layer: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digest('h'), size: 10 };
+    const calls: { dest: string; mountFrom?: string[] }[] = [];
+    const session = {
+      client: (registry: string, repository: string) => ({
+        pushBlob: async (_blob: Descriptor, _open: OpenBlob, options: { mountFrom?: string[] }) => {
+          calls.push({ dest: `${registry}/${repository}`, mountFrom: options.mountFrom });
+          return 'mounted';
+        },
+      }),
+    } as unknown as RegistrySession;
+    const near = parseReference('127.0.0.1:5000/app:1');
+    const far = parseReference('127.0.0.1:6000/app:1');
+    const early = new EarlyUploads([near, far], session);
+    early.offer(layer, () => Readable.from([]), [{ registry: '127.0.0.1:5000', repository: 'app/cache' }], { mountableOnly: true });
+    assert.equal(await early.uploaded(near, layer.digest), true);
+    assert.equal(await early.uploaded(far, layer.digest), false);
+    assert.deepEqual(calls, [{ dest: '127.0.0.1:5000/app', mountFrom: ['app/cache'] }]);
   });
 });
