@@ -10,6 +10,17 @@ import type { RegistrySession } from '../../src/remote/session.js';
 
 const digest = (c: string): string => `sha256:${c.repeat(64)}`;
 
+/** What pushImage reads of a built image, every blob in the store. */
+function builtImage(layers: Descriptor[], config: Descriptor, manifestDigest: string): BuiltImage {
+  return {
+    manifest: { schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers },
+    manifestBytes: Buffer.from('{}'),
+    manifestDescriptor: { mediaType: MediaType.ociManifest, digest: manifestDigest, size: 2 },
+    configDescriptor: config,
+    store: { has: async () => true, openVerified: () => Readable.from([Buffer.from('{}')]) },
+  } as unknown as BuiltImage;
+}
+
 describe('pushImage', () => {
   it('uploads the config while early uploads of more layers than it has slots are still running', { timeout: 10_000 }, async () => {
     const layers: Descriptor[] = ['1', '2', '3', '4', '5'].map((c) => ({ mediaType: MediaType.ociLayerGzip, digest: digest(c), size: 10 }));
@@ -33,13 +44,7 @@ describe('pushImage', () => {
       hurry: () => undefined,
       uploaded: async (_dest: unknown, d: string) => (d === config.digest ? false : (await configDone, true)),
     } as unknown as EarlyUploads;
-    const image = {
-      manifest: { schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers },
-      manifestBytes: Buffer.from('{}'),
-      manifestDescriptor: { mediaType: MediaType.ociManifest, digest: manifestDigest, size: 2 },
-      configDescriptor: config,
-      store: { has: async () => true, openVerified: () => Readable.from([Buffer.from('{}')]) },
-    } as unknown as BuiltImage;
+    const image = builtImage(layers, config, manifestDigest);
     const session = { client: () => client } as unknown as RegistrySession;
     await pushImage(image, [parseReference('127.0.0.1:5000/app:1')], session, { blobSources: [], retries: 0, ignoreImmutableTagErrors: false, early });
     assert.deepEqual(pushed, [config.digest]);
@@ -57,13 +62,7 @@ describe('pushImage', () => {
       },
       putManifest: async () => manifestDigest,
     };
-    const image = {
-      manifest: { schemaVersion: 2, mediaType: MediaType.ociManifest, config, layers: [base, hit, fresh] },
-      manifestBytes: Buffer.from('{}'),
-      manifestDescriptor: { mediaType: MediaType.ociManifest, digest: manifestDigest, size: 2 },
-      configDescriptor: config,
-      store: { has: async () => true, openVerified: () => Readable.from([Buffer.from('{}')]) },
-    } as unknown as BuiltImage;
+    const image = builtImage([base!, hit!, fresh!], config, manifestDigest);
     const session = { client: () => client } as unknown as RegistrySession;
     const registry = '127.0.0.1:5000';
     await pushImage(image, [parseReference(`${registry}/app:1`)], session, {
