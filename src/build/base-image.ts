@@ -124,11 +124,13 @@ export async function registryBase(
       }
     }
     const cache = env.cache?.layers;
+    // An earlier build may have stored the base's listing with the layer cache: no download then. It
+    // is asked for at once (two round trips), since most stages soon need their files (COPY, WORKDIR).
+    const knownListing = downloadsNow ? undefined : cache?.baseListing(pulled.manifestDigest);
     const files = downloadsNow
       ? lister.view(pulled.layers)
       : FsView.lazy(async () => {
-        // An earlier build may have stored the base's listing with the layer cache: no download then.
-        const known = await cache?.baseListing(pulled.manifestDigest);
+        const known = await knownListing;
         if (known) return FsView.of(known.entries);
         await fetchListed(pulled, lister, session, env.store, retries);
         const view = lister.view(pulled.layers);
