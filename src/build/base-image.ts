@@ -16,6 +16,7 @@ import type { EarlyUploads } from '../remote/push-image.js';
 import type { RegistrySession } from '../remote/session.js';
 import { storedLayer } from '../rootfs/build-root.js';
 import type { RootFactory } from '../rootfs/create-root.js';
+import type { LayersAhead } from '../rootfs/layers-ahead.js';
 import { isoSeconds } from '../util/iso-seconds.js';
 import type { BaseFileLister } from './base-files.js';
 import { BuildError } from './errors.js';
@@ -112,7 +113,7 @@ export async function registryBase(
     const retries = options.registry.imageDownloadRetry;
     const touchesFiles = writesFiles(stage, pulled);
     const downloadsNow = touchesFiles && !options.cache;
-    const runs = options.isolation === 'chroot' && stage.instructions.some((i) => i.kind === 'run');
+    const runs = stage.instructions.some((i) => i.kind === 'run');
     if (downloadsNow && runs) await fetchUnpacked(pulled, lister, session, env, retries, stored);
     else if (downloadsNow) await fetchListed(pulled, lister, session, env.store, retries, stored);
     else if (early) {
@@ -167,6 +168,28 @@ export function unpackWhileDownloading(roots: RootFactory, store: BlobStore): ((
 }
 
 /**
+ * For the first stage to RUN in container isolation: each base layer is applied onto "/" in its
+ * order as it downloads (a big one from its first bytes), listed in that same pass, rather than
+ * listed now and decompressed again onto "/" at the first RUN (LayersAhead).
+ */
+async function fetchApplied(
+  pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, store: BlobStore, ahead: LayersAhead, retries: number, stored?: LayerStored,
+): Promise<void> {
+  const downloads = fetchLayers(pulled.layers, pulled.source, session, store, retries, undefined, (layer) => {
+    stored?.(layer);
+    ahead.stored(layer.digest);
+  }, (layer, growth) => ahead.growing(layer.digest, { tempPath: growth.path, shared: growth.shared }));
+  downloads.catch((e: unknown) => ahead.abandon(e));
+  // Read from the store when the application failed: the RUN that takes the layer reports it.
+  const listStored = (layer: Descriptor): Promise<void> => lister.listLayer(layer, store.openVerified(layer.digest));
+  const listings = pulled.layers.filter((layer) => !lister.has(layer))
+    .map((layer) => ahead.listing(layer.digest).then((listing) => (listing ? lister.add(layer, listing) : listStored(layer)), () => listStored(layer)));
+  const results = await Promise.allSettled([downloads, ...listings]);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/**
  * For a stage that will RUN on overlayfs: each base layer is unpacked for the RUN root (on a worker
  * thread) as soon as it is downloaded, and listed in that same pass, rather than listed now and
  * decompressed again at the first RUN. Roots that unpack only when made list the ordinary way.
@@ -175,6 +198,8 @@ async function fetchUnpacked(
   pulled: PulledImage, lister: BaseFileLister, session: RegistrySession, env: StageEnvironment, retries: number, stored?: LayerStored,
 ): Promise<void> {
   const roots = await env.roots();
+  const ahead = roots.unpack ? undefined : roots.applyAhead?.(pulled.layers, (digest) => storedLayer(env.store, digest));
+  if (ahead) return fetchApplied(pulled, lister, session, env.store, ahead, retries, stored);
   if (!roots.unpack) return fetchListed(pulled, lister, session, env.store, retries, stored);
   const listings: Promise<void>[] = [];
   // Read from the store: an extraction that failed is tried again by the RUN, which reports it.

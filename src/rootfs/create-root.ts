@@ -14,6 +14,7 @@ import { isIgnored } from '../snapshot/tree-walk.js';
 import type { LayerListing } from '../cache/layer-listing.js';
 import type { BuildRoot, LayerSource } from './build-root.js';
 import { DirectoryRoot } from './directory-root.js';
+import type { AheadLayer, LayersAhead } from './layers-ahead.js';
 import { LayerDirectories, OverlayRoot } from './overlay-root.js';
 import { removeTree } from '../util/remove-tree.js';
 
@@ -44,6 +45,11 @@ export interface RootFactory {
   unpack?(layer: LayerSource): Promise<LayerListing | undefined>;
   /** Starts unpacking a layer still downloading into the blob file `path` will name (LayerDirectories.unpackGrowing). */
   unpackGrowing?(layer: { digest: string; size: number }, path: string, growing: NonNullable<ExtractJob['growing']>): void;
+  /**
+   * Starts applying the first layers of the next root (a stage's base) as they download (container
+   * isolation: DirectoryRoot.applyAhead); undefined when that root is in use already.
+   */
+  applyAhead?(layers: readonly AheadLayer[], stored: (digest: string) => LayerSource): LayersAhead | undefined;
   dispose(): Promise<void>;
 }
 
@@ -84,13 +90,21 @@ async function containerFactory(options: RootOptions): Promise<RootFactory> {
   log.debug(`Ignore list: ${ignored.map((p) => '/' + p).join(' ')}`);
   const workDir = join(options.kanikoDir, 'run');
   let used = false;
+  /** "/" holds the layers applied ahead for the next create(): it must not be wiped. */
+  let claimed = false;
   const root = new DirectoryRoot({ path: '/', isolation: 'container', workDir, ignored, snapshotMode: options.snapshotMode, extractRetries: options.extractRetries });
   return {
     description: 'container isolation',
     create: async () => {
-      if (used) await wipe('/', '', ignored);
+      if (used && !claimed) await wipe('/', '', ignored);
       used = true;
+      claimed = false;
       return root;
+    },
+    applyAhead: (layers, stored) => {
+      if (used) return undefined;
+      used = claimed = true;
+      return root.applyAhead(layers, stored);
     },
     dispose: async () => {
       await rm(workDir, { recursive: true, force: true });

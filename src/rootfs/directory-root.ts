@@ -4,12 +4,16 @@
 // "/" itself and kiln's own files and the container's mounts are left out (the ignore list).
 import { lstat, mkdir, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
 import { extractLayer } from './extract-layer.js';
+import { extractInWorker, WORKER_MIN_BYTES } from './extract-in-worker.js';
+import { LayersAhead, type AheadLayer, type Growing } from './layers-ahead.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { isIgnored } from '../snapshot/tree-walk.js';
 import { diffTrees, indexTree, type SnapshotMode, type TreeIndex } from '../snapshot/walk-snapshot.js';
 import { withExtractRetries } from './extract-retries.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
+import { log } from '../log/logger.js';
 import { removeTree } from '../util/remove-tree.js';
 
 export interface DirectoryRootOptions {
@@ -27,6 +31,8 @@ export interface DirectoryRootOptions {
 export class DirectoryRoot implements BuildRoot {
   private index?: TreeIndex;
   private readonly volumes: string[] = [];
+  /** The first layers, applied before the root was asked for (container isolation's base layers). */
+  private ahead?: LayersAhead;
 
   constructor(private readonly options: DirectoryRootOptions) {
   }
@@ -42,7 +48,45 @@ export class DirectoryRoot implements BuildRoot {
     if (rel !== '' && !this.volumes.includes(rel)) this.volumes.push(rel);
   }
 
+  /**
+   * Starts applying the layers the root will be asked for first, in their order, as each becomes
+   * readable (see LayersAhead). `stored` opens a layer's blob in the store.
+   */
+  applyAhead(layers: readonly AheadLayer[], stored: (digest: string) => LayerSource): LayersAhead {
+    if (this.ahead) throw new Error('internal error: layers are already being applied ahead to this root');
+    this.ahead = new LayersAhead(layers, (layer, growing) => this.applyListed(stored(layer.digest), layer.size, growing));
+    return this.ahead;
+  }
+
+  /** Applies a layer, listing it in the same pass; big blobs (and growing ones) on a worker thread. */
+  private async applyListed(layer: LayerSource, size: number, growing?: Growing): Promise<LayerListing | undefined> {
+    const { path: root, extractRetries } = this.options;
+    const ignored = this.ignored();
+    log.debug(`Applying base layer ${layer.digest} to ${root} ahead of the first RUN${growing ? ', as it downloads' : ''}`);
+    if (growing) {
+      return extractInWorker({ path: layer.path!, digest: layer.digest, growing, root, whiteouts: 'apply', layerName: layer.digest, ignored });
+    }
+    let listing: LayerListing | undefined;
+    await withExtractRetries(extractRetries, layer.digest, async () => {
+      if (layer.path && size >= WORKER_MIN_BYTES) {
+        listing = await extractInWorker({ path: layer.path, digest: layer.digest, root, whiteouts: 'apply', layerName: layer.digest, ignored });
+        return;
+      }
+      const list = new ListingCollector();
+      await extractLayer(await layer.open(), root, { whiteouts: 'apply', layerName: layer.digest, list, ignore: (p) => isIgnored(p, ignored) });
+      listing = list.listing;
+    });
+    return listing;
+  }
+
   async addLayer(layer: LayerSource): Promise<void> {
+    const applied = this.ahead?.take(layer.digest);
+    if (applied) {
+      await applied;
+      this.index = undefined;
+      return;
+    }
+    this.ahead = undefined; // every layer applied ahead was taken
     await withExtractRetries(this.options.extractRetries, layer.digest, async () => {
       const ignored = this.ignored();
       await extractLayer(await layer.open(), this.options.path, { whiteouts: 'apply', layerName: layer.digest, ignore: (p) => isIgnored(p, ignored) });

@@ -5,6 +5,12 @@ import type { LayerListing } from '../cache/layer-listing.js';
 import { log } from '../log/logger.js';
 import { UnsafeLayerError, type ExtractStats } from './extract-layer.js';
 
+/**
+ * Blobs smaller than this are unpacked on the main thread: a worker costs ~100 ms of CPU to start
+ * (Node's bootstrap, then the extractor's modules), a busybox base or a COPY's layer a few ms.
+ */
+export const WORKER_MIN_BYTES = 2 << 20;
+
 export interface ExtractJob {
   /** The blob's file and digest: the worker verifies the bytes as it reads them. */
   path: string;
@@ -14,6 +20,8 @@ export interface ExtractJob {
   root: string;
   whiteouts: 'apply' | 'overlay';
   layerName: string;
+  /** In-image paths never extracted over, nor anything below them (container isolation's ignore list). */
+  ignored?: string[];
 }
 
 export type ExtractReply =

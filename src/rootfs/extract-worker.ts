@@ -4,6 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { ListingCollector } from '../cache/layer-listing.js';
 import { openGrowingVerified, openVerifiedFile } from '../image/blob-store.js';
+import { isIgnored } from '../snapshot/tree-walk.js';
 import { extractLayer, UnsafeLayerError } from './extract-layer.js';
 import type { ExtractJob, ExtractReply } from './extract-in-worker.js';
 
@@ -17,6 +18,7 @@ try {
     : openVerifiedFile(job.path, job.digest, 'the blob store');
   const stats = await extractLayer(blob, job.root, {
     whiteouts: job.whiteouts, layerName: job.layerName, warn: (m) => warnings.push(m), list,
+    ...(job.ignored ? { ignore: (p: string) => isIgnored(p, job.ignored!) } : {}),
   });
   reply = { stats, listing: list.listing, warnings };
 } catch (e) {

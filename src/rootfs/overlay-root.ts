@@ -8,19 +8,13 @@ import { availableParallelism } from 'node:os';
 import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
 import { OncePerKey } from '../util/once-per-key.js';
 import { extractLayer } from './extract-layer.js';
-import { extractInWorker, type ExtractJob } from './extract-in-worker.js';
+import { extractInWorker, WORKER_MIN_BYTES, type ExtractJob } from './extract-in-worker.js';
 import { withExtractRetries } from './extract-retries.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
 import { MOUNT_POINTS, writeNetworkFiles, STEP_HOSTNAME, type BuildRoot, type ImageLookup, type LayerSource, type StepOutcome } from './build-root.js';
 import { removeTree } from '../util/remove-tree.js';
 import { Slots } from '../util/slots.js';
-
-/**
- * Blobs smaller than this are unpacked on the main thread: a worker costs ~100 ms of CPU to start
- * (Node's bootstrap, then the extractor's modules), a busybox base or a COPY's layer a few ms.
- */
-const WORKER_MIN_BYTES = 2 << 20;
 
 /** A layer's directory (relative to the work dir) and, until unpack() hands it over, the listing its extraction read. */
 interface Extracted {

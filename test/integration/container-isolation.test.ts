@@ -72,6 +72,40 @@ describe('container isolation', () => {
     }
   });
 
+  it('applies a multi-layer base onto "/" as it downloads: a big layer, whiteouts and an opaque directory', async () => {
+    // The base: three layers made by docker build (the busybox one, a 3 MB one, one that deletes).
+    const baseCtx = join(dir, 'layered-base');
+    await mkdir(baseCtx, { recursive: true });
+    await writeFile(join(baseCtx, 'Dockerfile'), [
+      `FROM ${base}`,
+      'RUN head -c 3000000 /dev/urandom > /big.bin && mkdir -p /opt/keep && echo keep > /opt/keep/a && echo gone > /opt/keep/b',
+      'RUN rm /opt/keep/b && rm -rf /home/app && mkdir /home/app && echo fresh > /home/app/new',
+    ].join('\n') + '\n');
+    const layered = `${registry.host}/base/layered:latest`;
+    await docker(['build', '-q', '--network', 'host', '-t', layered, baseCtx]);
+    await docker(['push', '-q', layered]);
+    const ctx = join(dir, 'layered');
+    await mkdir(ctx, { recursive: true });
+    await writeFile(join(ctx, 'Dockerfile'), [
+      `FROM ${layered}`,
+      'RUN test ! -e /opt/keep/b && test "$(ls -A /home/app)" = new && md5sum /big.bin > /big.md5 && echo run > /opt/keep/c',
+    ].join('\n') + '\n');
+    const target = `${registry.host}/out/layered:latest`;
+    const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace', `--destination=${target}`, '-v', 'debug'], { env: dockerEnv() });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.stderr.match(/Applying base layer sha256:\w+ to \/ ahead of the first RUN/g)?.length, 3, run.stderr);
+    await docker(['pull', '-q', target]);
+    const dockerTag = 'kiln-test/layered-docker:latest';
+    await docker(['build', '-q', '--network', 'host', '-t', dockerTag, ctx]);
+    try {
+      const [kTree, dTree] = await Promise.all([dockerImageTree(target), dockerImageTree(dockerTag)]);
+      assert.deepEqual(kTree, dTree);
+      assert.equal(await docker(['run', '--rm', target, 'cat', '/big.md5']), await docker(['run', '--rm', layered, 'sh', '-c', 'md5sum /big.bin']));
+    } finally {
+      await docker(['rmi', target, dockerTag, layered]);
+    }
+  });
+
   it('runs a #! heredoc from /dev/pipes, which stays out of the image', async () => {
     const ctx = join(dir, 'script');
     await mkdir(ctx, { recursive: true });
