@@ -130,7 +130,8 @@ async function useCached(hit: CachedStep, stage: CachedStage): Promise<void> {
     stage.layerCached(descriptor, hit.source);
   }
   const listing = hit.listing;
-  image.files.deferLayer(async () => listing ?? env.cachedLayerFiles(descriptor, hit.source));
+  // A listing the entry records that cannot be read now is read from the layer itself.
+  image.files.deferLayer(async () => (await listing?.().catch(() => undefined)) ?? env.cachedLayerFiles(descriptor, hit.source));
   const root = stage.root();
   if (root) {
     // A root made for an earlier step that missed gets the layer too.

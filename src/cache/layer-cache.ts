@@ -23,8 +23,11 @@ export interface CachedStep {
   createdBy: string;
   /** Where the layer blob can be fetched or mounted from; none when the cache's blobs are local (a layout). */
   source?: CacheLocation;
-  /** The layer's files, when the entry carries them (so the layer need not be downloaded to know them). */
-  listing?: LayerListing;
+  /**
+   * The layer's files as the entry records them (so the layer need not be downloaded to know them),
+   * read only when a later step needs them; undefined when the entry has none.
+   */
+  listing?: () => Promise<LayerListing | undefined>;
 }
 
 /** What a save stores. */
@@ -53,6 +56,21 @@ interface CacheRecord extends StepInputs {
 
 /** Config field holding the record; any other consumer of the image ignores unknown fields. */
 const RECORD_FIELD = 'kiln.cache';
+/**
+ * Manifest annotation repeating what a lookup decides on (no inputs, no listing): a hit then costs
+ * one request, the manifest, and the config is read only if a later step needs the layer's files.
+ * Entries without it (older kiln) are read through their config.
+ */
+const SUMMARY_ANNOTATION = 'dev.kiln.cache.entry';
+
+/** The annotation's content. */
+interface EntrySummary {
+  format: string;
+  key: string;
+  created: string;
+  createdBy: string;
+  diffId?: string;
+}
 const MAX_CACHE_CONFIG = 8 << 20;
 /** A listing larger than this (packed) is left out: reading the layer itself is then as cheap. */
 const MAX_PACKED_LISTING = 2 << 20;
@@ -86,29 +104,42 @@ export class LayerCache {
 
   /** The entry stored under `key`, unless absent, expired or unreadable. */
   async lookup(key: string): Promise<CachedStep | { miss: string }> {
-    let found: { config: ImageConfig & { [RECORD_FIELD]?: CacheRecord }; manifest: Manifest } | undefined;
+    let manifest: Manifest | undefined;
+    let summary: EntrySummary | undefined;
+    let record: CacheRecord | undefined;
     try {
-      found = await this.read(key);
+      manifest = await this.readManifest(key);
+      if (!manifest) return { miss: 'no entry' };
+      summary = entrySummary(manifest);
+      if (!summary) {
+        const config = await this.readConfig(manifest);
+        record = config[RECORD_FIELD];
+        const history = config.history.find((h) => !h.empty_layer) ?? config.history[0];
+        summary = record && { format: record.format, key: record.key, created: config.created ?? '', createdBy: history?.created_by ?? '', diffId: config.rootfs.diff_ids[0] };
+      }
     } catch (e) {
       if (this.failedLookups++ === 0) log.warn(`Layer cache ${this.description} could not be read, building without it: ${(e as Error).message}`);
       return { miss: 'the cache could not be read' };
     }
-    if (!found) return { miss: 'no entry' };
-    const { config, manifest } = found;
-    const record = config[RECORD_FIELD];
-    if (record?.format !== CACHE_FORMAT || record.key !== key) return { miss: 'the entry under this key was not written by this kiln' };
-    const created = Date.parse(config.created ?? '');
-    if (!(created > Date.now() - this.options.ttlMs)) return { miss: `the entry expired (created ${config.created}, --cache-ttl ${Math.round(this.options.ttlMs / 3_600_000)}h)` };
-    const history = config.history.find((h) => !h.empty_layer) ?? config.history[0];
+    if (summary?.format !== CACHE_FORMAT || summary.key !== key) return { miss: 'the entry under this key was not written by this kiln' };
+    const created = Date.parse(summary.created);
+    if (!(created > Date.now() - this.options.ttlMs)) return { miss: `the entry expired (created ${summary.created}, --cache-ttl ${Math.round(this.options.ttlMs / 3_600_000)}h)` };
     const layer = manifest.layers[0];
-    const diffId = config.rootfs.diff_ids[0];
+    const diffId = summary.diffId;
     if (manifest.layers.length > 1 || (layer && !diffId)) return { miss: 'the entry is malformed' };
+    const entry = manifest;
+    const listing = record
+      ? async () => (record.listing ? unpackListing(record.listing) : undefined)
+      : async () => {
+        const packed = (await this.readConfig(entry))[RECORD_FIELD]?.listing;
+        return packed ? unpackListing(packed) : undefined;
+      };
     return {
       key,
-      createdBy: history?.created_by ?? '',
+      createdBy: summary.createdBy,
       ...(layer && diffId ? { layer: { descriptor: { mediaType: layer.mediaType, size: layer.size, digest: layer.digest }, diffId } } : {}),
       ...(this.storage.location ? { source: this.storage.location } : {}),
-      ...(record.listing ? { listing: unpackListing(record.listing) } : {}),
+      listing,
     };
   }
 
@@ -153,11 +184,21 @@ export class LayerCache {
   }
 
   private async read(tag: string): Promise<{ config: ImageConfig & { [RECORD_FIELD]?: CacheRecord }; manifest: Manifest } | undefined> {
+    const manifest = await this.readManifest(tag);
+    return manifest && { manifest, config: await this.readConfig(manifest) };
+  }
+
+  /** The entry's manifest, or undefined when there is none or it is not one of a cache entry's shape. */
+  private async readManifest(tag: string): Promise<Manifest | undefined> {
     const bytes = await this.storage.manifest(tag);
     if (!bytes) return undefined;
     const manifest = JSON.parse(bytes.toString('utf8')) as Manifest;
     if (!manifest.config || !Array.isArray(manifest.layers) || manifest.config.size > MAX_CACHE_CONFIG) return undefined;
-    return { manifest, config: JSON.parse((await this.storage.blob(manifest.config.digest)).toString('utf8')) as ImageConfig & { [RECORD_FIELD]?: CacheRecord } };
+    return manifest;
+  }
+
+  private async readConfig(manifest: Manifest): Promise<ImageConfig & { [RECORD_FIELD]?: CacheRecord }> {
+    return JSON.parse((await this.storage.blob(manifest.config.digest)).toString('utf8')) as ImageConfig & { [RECORD_FIELD]?: CacheRecord };
   }
 
   private async write(step: StepResult): Promise<void> {
@@ -176,12 +217,27 @@ export class LayerCache {
     const configDescriptor = await this.store.putBytes(configBytes, MediaType.ociConfig);
     const layers = step.layer ? [step.layer.descriptor] : [];
     for (const blob of [...layers, configDescriptor]) await this.storage.putBlob(blob, () => this.store.openVerified(blob.digest));
+    const summary: EntrySummary = { format: CACHE_FORMAT, key: step.key, created: step.created, createdBy: step.createdBy, ...(step.layer ? { diffId: step.layer.diffId } : {}) };
     const manifest: Manifest = {
       schemaVersion: 2, mediaType: MediaType.ociManifest,
       config: { mediaType: configDescriptor.mediaType, size: configDescriptor.size, digest: configDescriptor.digest },
       layers: layers.map((l) => ({ mediaType: l.mediaType, size: l.size, digest: l.digest })),
+      annotations: { [SUMMARY_ANNOTATION]: JSON.stringify(summary) },
     };
     await this.storage.putManifest(step.position ? [step.key, positionTag(step.position)] : [step.key], Buffer.from(JSON.stringify(manifest)));
+  }
+}
+
+/** The manifest's summary annotation, when it has a well-formed one. */
+function entrySummary(manifest: Manifest): EntrySummary | undefined {
+  const text = manifest.annotations?.[SUMMARY_ANNOTATION];
+  if (text === undefined) return undefined;
+  try {
+    const s = JSON.parse(text) as Partial<EntrySummary>;
+    const strings = [s.format, s.key, s.created, s.createdBy].every((v) => typeof v === 'string');
+    return strings && (s.diffId === undefined || typeof s.diffId === 'string') ? s as EntrySummary : undefined;
+  } catch {
+    return undefined;
   }
 }
 
