@@ -185,10 +185,25 @@ export class RegistryClient {
   }
 
   /** `open` gives the blob's bytes for each attempt (a stream, or the promise of one, such as another registry's getBlob). */
-  async pushBlob(descriptor: { digest: string; size: number }, open: OpenBlob, options: { mountFrom?: string[] } = {}): Promise<'exists' | 'mounted' | 'uploaded'> {
-    if (await this.blobExists(descriptor.digest)) return 'exists';
+  async pushBlob(
+    descriptor: { digest: string; size: number }, open: OpenBlob, options: { mountFrom?: string[]; likelyNew?: boolean } = {},
+  ): Promise<'exists' | 'mounted' | 'uploaded'> {
     let session: UploadSession | undefined;
     const sources = (options.mountFrom ?? []).filter((r) => r !== this.repository);
+    if (options.likelyNew && sources.length === 0) {
+      // A blob the build just made (its config) is almost never there: the upload session is asked
+      // for alongside the check, a round trip sooner, and cancelled in the rare case it is there.
+      const [exists, offered] = await Promise.allSettled([this.blobExists(descriptor.digest), this.startUpload()]);
+      const started = offered.status === 'fulfilled' ? offered.value : undefined;
+      if (exists.status === 'rejected' || exists.value) {
+        if (started) await this.cancelUpload(started.location);
+        if (exists.status === 'rejected') throw exists.reason;
+        return 'exists';
+      }
+      session = started; // when the POST failed, the attempts below start another
+    } else if (await this.blobExists(descriptor.digest)) {
+      return 'exists';
+    }
     for (const [i, from] of sources.entries()) {
       try {
         const offered = await this.startUpload({ digest: descriptor.digest, from });

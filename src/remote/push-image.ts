@@ -77,7 +77,8 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
     const open = local
       ? () => image.store.openVerified(blob.digest)
       : () => session.client(source!.registry, source!.repository, 'pull').getBlob(blob.digest);
-    const how = await client.pushBlob(blob, open, { mountFrom: mountCandidates(blob) });
+    const likelyNew = blob.digest === image.configDescriptor.digest; // made by this build
+    const how = await client.pushBlob(blob, open, { mountFrom: mountCandidates(blob), likelyNew });
     log.debug(`blob ${blob.digest}: ${how}`);
   }
 

@@ -227,6 +227,36 @@ describe('RegistryClient', () => {
     assert.equal(opened, 1);
   });
 
+  it('asks for the upload session alongside the check for a blob the build just made, cancelling it when the blob is there', async () => {
+    const data = Buffer.from('a config this build made');
+    const digest = sha256(data);
+    // The check is held until the POST arrives (or 2 s pass): a client that waits for it is seen waiting.
+    let postSeen!: () => void;
+    const post = new Promise<void>((resolve) => { postSeen = resolve; });
+    let checkAnsweredFirst = false;
+    registry.hooks = [(req, res) => {
+      if (req.method === 'POST') postSeen();
+      if (req.method !== 'HEAD') return false;
+      const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 2000).unref());
+      void Promise.race([post, timeout]).then((first) => {
+        if (first === 'timeout') checkAnsweredFirst = true;
+        const there = registry.blobs.has(`team/app@${digest}`);
+        res.writeHead(there ? 200 : 404, there ? { 'content-length': data.length } : {});
+        res.end();
+      });
+      return true;
+    }];
+    const open = (): NodeJS.ReadableStream => Readable.from([data]);
+    assert.equal(await client().pushBlob({ digest, size: data.length }, open, { likelyNew: true }), 'uploaded');
+    assert.equal(checkAnsweredFirst, false, 'the POST did not wait for the check');
+    assert.deepEqual(registry.blobs.get(`team/app@${digest}`), data);
+    assert.deepEqual(registry.requests().map((r) => r.split(' ')[0]).sort(), ['HEAD', 'POST', 'PUT']);
+    registry.seen.length = 0;
+    assert.equal(await client().pushBlob({ digest, size: data.length }, open, { likelyNew: true }), 'exists');
+    assert.deepEqual(registry.requests().map((r) => r.split(' ')[0]).sort(), ['DELETE', 'HEAD', 'POST'], 'the session is cancelled');
+    assert.equal(registry.uploads.size, 0);
+  });
+
   it('uploads large blobs in PATCH chunks with Content-Range, following each Location', async () => {
     const data = Buffer.from('0123456789abcdefghijk');
     const digest = sha256(data);
