@@ -1,12 +1,14 @@
 // The builders the workloads suite compares, each building a context and pushing the image to the
 // local registry, from an "empty machine": kiln keeps nothing between builds anyway; docker's images
 // (the base included) are removed after each build and it builds with --no-cache unless a registry
-// cache is asked for; buildah gets a fresh vfs store per build; kaniko runs in a fresh container.
+// cache is asked for; buildah gets a fresh vfs store per build; kaniko (and kiln's own image, when
+// asked for) runs in a fresh container.
 import { randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dockerEnv, mustRun, runCommand } from '../test/helpers/exec.js';
+import { buildKilnTestImage } from '../test/helpers/kiln-image.js';
 import { kilnBin } from '../test/helpers/paths.js';
 import { dockerCpuSeconds, measured, onInterrupt, type Usage } from './common.js';
 
@@ -114,23 +116,37 @@ const buildah: BuildTool = {
   },
 };
 
-function kaniko(kanikoImage: string, startupSeconds: number): BuildTool {
+/**
+ * An executor image run as a GitLab job runs it: a fresh container, the context mounted at
+ * /workspace, kaniko's flags (kaniko's image, or kiln's, whose container isolation is then used).
+ */
+function executorImage(id: string, name: string, executorImage: string, startupSeconds: number): BuildTool {
   return {
-    id: 'kaniko', name: 'kaniko',
+    id, name,
     async build({ ctx, image, cacheRepo }) {
-      const name = `kiln-bench-${randomBytes(4).toString('hex')}`;
+      const container = `kiln-bench-${randomBytes(4).toString('hex')}`;
       const cache = cacheRepo ? ['--cache', '--cache-repo', cacheRepo] : [];
       try {
-        const usage = await withEngine('kaniko', 'docker', ['run', '--rm', '--name', name, '--network', 'host', '-v', `${ctx}:/workspace`, kanikoImage,
+        const usage = await withEngine(name, 'docker', ['run', '--rm', '--name', container, '--network', 'host', '-v', `${ctx}:/workspace`, executorImage,
           '--context', 'dir:///workspace', '--dockerfile', '/workspace/Dockerfile', '--destination', image,
           '--insecure', '--insecure-pull', '--skip-tls-verify', ...cache]);
         return { usage, startupSeconds };
       } finally {
-        await runCommand('docker', ['rm', '-f', name], { env: dockerEnv() }).catch(() => undefined);
+        await runCommand('docker', ['rm', '-f', container], { env: dockerEnv() }).catch(() => undefined);
       }
     },
   };
 }
+
+/** What starting a no-op container of the image costs (the debug images have busybox). */
+async function startupOf(image: string): Promise<number> {
+  const startup = await measured('docker', ['run', '--rm', '--network', 'host', '--entrypoint', '/busybox/true', image], { env: dockerEnv() });
+  check(`${image} start-up`, startup.result);
+  return startup.usage.wallSeconds;
+}
+
+/** The tag kiln's own (debug) image gets in the bench's docker engine. */
+const KILN_IMAGE = 'kiln-bench/kiln:debug';
 
 /** kiln, and each peer that is present: docker (the engine ensureDocker found), buildah, kaniko (KANIKO_IMAGE). */
 export async function availableTools(): Promise<BuildTool[]> {
@@ -142,11 +158,20 @@ export async function availableTools(): Promise<BuildTool[]> {
   else console.log('buildah skipped: not installed (apt-get install buildah)');
   const kanikoImage = process.env.KANIKO_IMAGE;
   if (kanikoImage && (await runCommand('docker', ['image', 'inspect', kanikoImage], { env: dockerEnv() })).code === 0) {
-    const startup = await measured('docker', ['run', '--rm', '--network', 'host', '--entrypoint', '/busybox/true', kanikoImage], { env: dockerEnv() });
-    check('kaniko start-up', startup.result);
-    tools.push(kaniko(kanikoImage, startup.usage.wallSeconds));
+    tools.push(executorImage('kaniko', 'kaniko', kanikoImage, await startupOf(kanikoImage)));
   } else {
     console.log(kanikoImage ? `kaniko skipped: ${kanikoImage} is not in the docker engine` : 'kaniko skipped: set KANIKO_IMAGE to a kaniko debug image loaded into the docker engine');
+  }
+  // kiln as a GitLab job runs it (its image, container isolation), only when KILN_BENCH_TOOLS names
+  // it: building the image takes a while. Compared with kaniko, the job it replaces.
+  if (process.env.KILN_BENCH_TOOLS?.split(',').includes('kiln-image') && tools.some((t) => t.id === 'docker')) {
+    const dir = await mkdtemp(join(tmpdir(), 'kiln-bench-image-'));
+    try {
+      await buildKilnTestImage(dir, KILN_IMAGE);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    tools.push(executorImage('kiln-image', 'kiln in its image', KILN_IMAGE, await startupOf(KILN_IMAGE)));
   }
   return tools;
 }

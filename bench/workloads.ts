@@ -8,7 +8,8 @@
 // Rounds: KILN_BENCH_REPETITIONS, default 1 for this suite: one round takes ~15 min on a 2-core machine
 // (buildah and docker spend minutes on the 100k-file and 1 GB workloads); 3 rounds give medians.
 // Knobs: KILN_BENCH_WORKLOADS (comma list of workload ids, default all), KILN_BENCH_TOOLS (comma list
-// of kiln, kiln-zstd, docker, buildah, kaniko; default every one present but kiln-zstd), KILN_BENCH_WIDE_FILES (default 100000),
+// of kiln, kiln-zstd, kiln-image, docker, buildah, kaniko; default every one present but kiln-zstd and
+// kiln-image: kiln's own image run as a GitLab job runs it, compared with kaniko), KILN_BENCH_WIDE_FILES (default 100000),
 // KILN_BENCH_BIG_MB (default 1024).
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -115,6 +116,8 @@ interface Medians { wall?: number; cpu?: number; maxRssMb?: number; startup?: nu
 interface Row {
   workload: string; title: string; kiln: Medians; kilnNodePeakMb?: number; kilnRunPeakMb?: number;
   peers: Record<string, Medians & { ratio?: number }>;
+  /** kiln in its image against kaniko in its image: the GitLab job kiln replaces, both in containers. */
+  imageVsKaniko?: number;
 }
 
 function report(workloads: Workload[], tools: BuildTool[], runs: Run[]): { rows: Row[]; table: string; memory: string } {
@@ -129,18 +132,23 @@ function report(workloads: Workload[], tools: BuildTool[], runs: Run[]): { rows:
       maxRssMb: med(w.id, t, (r) => r.usage.maxRssMb), startup: med(w.id, t, (r) => r.startupSeconds),
     });
     const kiln = of('kiln');
+    const inImage = of('kiln-image').wall;
+    const kaniko = of('kaniko').wall;
     return {
+      ...(inImage !== undefined && kaniko ? { imageVsKaniko: inImage / kaniko } : {}),
       workload: w.id, title: w.title, kiln, kilnNodePeakMb: med(w.id, 'kiln', (r) => r.usage.peakRssMbByProgram?.node),
       kilnRunPeakMb: med(w.id, 'kiln', (r) => runStepsPeak(r.usage)),
       peers: Object.fromEntries(peers.map((p) => { const m = of(p.id); return [p.id, { ...m, ratio: kiln.wall !== undefined && m.wall ? kiln.wall / m.wall : undefined }]; })),
     };
   });
+  const both = peers.some((p) => p.id === 'kiln-image') && peers.some((p) => p.id === 'kaniko');
   const table = markdownTable(
-    ['workload', 'kiln wall (CPU)', ...peers.flatMap((p) => [`${p.name} wall (CPU)`, `kiln/${p.id}`])],
+    ['workload', 'kiln wall (CPU)', ...peers.flatMap((p) => [`${p.name} wall (CPU)`, `kiln/${p.id}`]), ...(both ? ['kiln-image/kaniko'] : [])],
     rows.map((r) => [r.title, `${fmt(r.kiln.wall)} (${fmt(r.kiln.cpu)})`,
-      ...peers.flatMap((p) => { const m = r.peers[p.id]!; return [`${fmt(m.wall)} (${fmt(m.cpu)})${m.startup !== undefined ? `, ${fmt(m.startup)} start-up` : ''}`, fmt(m.ratio, '', 2)]; })]));
+      ...peers.flatMap((p) => { const m = r.peers[p.id]!; return [`${fmt(m.wall)} (${fmt(m.cpu)})${m.startup !== undefined ? `, ${fmt(m.startup)} start-up` : ''}`, fmt(m.ratio, '', 2)]; }),
+      ...(both ? [fmt(r.imageVsKaniko, '', 2)] : [])]));
   const memory = markdownTable(['workload', 'kiln (node) peak RSS', 'kiln RUN steps peak RSS', ...peers.map((p) => `${p.name} largest process`)],
-    rows.map((r) => [r.title, fmt(r.kilnNodePeakMb, ' MB', 0), fmt(r.kilnRunPeakMb, ' MB', 0), ...peers.map((p) => (p.id === 'docker' || p.id === 'kaniko' ? '—' : fmt(r.peers[p.id]!.maxRssMb, ' MB', 0)))]));
+    rows.map((r) => [r.title, fmt(r.kilnNodePeakMb, ' MB', 0), fmt(r.kilnRunPeakMb, ' MB', 0), ...peers.map((p) => (['docker', 'kaniko', 'kiln-image'].includes(p.id) ? '—' : fmt(r.peers[p.id]!.maxRssMb, ' MB', 0)))]));
   return { rows, table, memory };
 }
 
