@@ -255,6 +255,7 @@ async function buildStage(
     }
   }
   try {
+    builder.lookAhead(stage.instructions);
     for (const instruction of stage.instructions) {
       log.info(instruction.node.original.trim());
       await builder.dispatch(instruction);

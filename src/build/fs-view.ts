@@ -5,6 +5,10 @@ import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import { inImagePath } from '../util/image-path.js';
+import { Slots } from '../util/slots.js';
+
+/** Cached layers' listings read at once when a step needs the files (each a request, or a download). */
+const LISTING_READS_AT_ONCE = 4;
 
 export class FsView {
   private readonly entryMap = new Map<string, LayerEntry>();
@@ -13,6 +17,8 @@ export class FsView {
   /** Work left before the view is complete: a base image's listing, cached layers' listings (in order). */
   private loader?: () => Promise<void>;
   private loading?: Promise<void>;
+  /** Deferred layers' listings being read at once. */
+  private readonly listingReads = new Slots(LISTING_READS_AT_ONCE);
 
   /** A view filled by `load` on the first ready(): metadata-only builds never read the base layers. */
   static lazy(load: () => Promise<FsView>): FsView {
@@ -42,10 +48,17 @@ export class FsView {
    */
   deferLayer(listing: () => Promise<{ entries: readonly LayerEntry[]; whiteouts: readonly string[]; opaque: readonly string[] }>): void {
     const before = this.loader;
-    this.loader = async () => {
-      await before?.();
-      const l = await listing();
-      this.stack(l.entries, l.whiteouts, l.opaque);
+    this.loader = () => {
+      // Each listing may cost a round trip: they are read a few at a time, in order, ahead of the
+      // one being stacked (the earlier ones are asked for first: the slots serve in order).
+      const earlier = before?.();
+      const read = this.listingReads.run(listing);
+      read.catch(() => undefined); // reported in order, below
+      return (async () => {
+        await earlier;
+        const l = await read;
+        this.stack(l.entries, l.whiteouts, l.opaque);
+      })();
     };
   }
 

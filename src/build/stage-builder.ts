@@ -79,6 +79,11 @@ export class StageBuilder {
     return this.image;
   }
 
+  /** With --cache: the stage's coming instructions, whose cache entries are then asked for ahead. */
+  lookAhead(instructions: readonly Instruction[]): void {
+    this.cache?.prefetch(instructions.map((i) => (i.kind === 'run' ? 'run' : i.kind === 'copy' || i.kind === 'add' ? 'copy' : i.kind === 'workdir' ? 'workdir' : undefined)));
+  }
+
   async dispatch(instruction: Instruction): Promise<void> {
     const history = this.image.config.history.length;
     try {

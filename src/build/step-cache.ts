@@ -25,6 +25,9 @@ export interface BuildCache {
   dockerfileId: string;
 }
 
+/** The instructions the cache may look up. */
+export type CacheableKind = 'run' | 'copy' | 'workdir';
+
 /** A step looked up and missed: what its save needs once it has run. */
 export interface PendingStep {
   chain: CacheChain;
@@ -54,7 +57,7 @@ export class StageCache {
   }
 
   /** Whether a step of this kind is looked up. */
-  caches(kind: 'run' | 'copy' | 'workdir'): boolean {
+  caches(kind: CacheableKind): boolean {
     return kind === 'run' ? this.build.runLayers : kind === 'copy' ? this.build.copyLayers : true;
   }
 
@@ -64,12 +67,26 @@ export class StageCache {
     this.chain = this.chain.add(item);
   }
 
+  /**
+   * The coming steps, in order (the kind each would be looked up as, if any): what the last build
+   * stored at those that are looked up is asked for now (LayerCache.prefetch).
+   */
+  prefetch(kinds: readonly (CacheableKind | undefined)[]): void {
+    const positions = kinds.flatMap((kind, i) => (kind && this.caches(kind) ? [this.positionAt(this.ordinal + i)] : []));
+    this.build.layers.prefetch(positions);
+  }
+
+  /** Names a step of the Dockerfile across builds: the Dockerfile, the stage, the step's place in it. */
+  private positionAt(ordinal: number): string {
+    return hashText(this.build.dockerfileId, String(this.stageIndex), String(ordinal));
+  }
+
   /** Looks a step up; on a miss, returns what `store` needs after the step has run. */
   async lookup(item: ChainItem): Promise<{ hit: CachedStep } | { miss: PendingStep }> {
     const chain = this.chain.add(item);
-    const position = hashText(this.build.dockerfileId, String(this.stageIndex), String(this.ordinal++));
+    const position = this.positionAt(this.ordinal++);
     log.info(`Checking for cached layer ${this.build.layers.description}:${chain.key}...`);
-    const found = await this.build.layers.lookup(chain.key);
+    const found = await this.build.layers.lookup(chain.key, position);
     if ('key' in found) {
       log.info(`Using caching version of cmd: ${item.text}`);
       this.chain = chain.settle();

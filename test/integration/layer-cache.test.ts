@@ -54,11 +54,16 @@ describe('layer cache in a registry repository', () => {
     const cacheBlobGets = async (): Promise<number> => ((await readFile(fx.registry.logFile, 'utf8')).match(/"GET \/v2\/cache-test\/shared\/blobs\//g) ?? []).length;
     const before = await baseBlobGets();
     const cacheBefore = await cacheBlobGets();
+    const byKeyGets = async (): Promise<number> => ((await readFile(fx.registry.logFile, 'utf8')).match(/"GET \/v2\/cache-test\/shared\/manifests\/[0-9a-f]{64} /g) ?? []).length;
+    const byKeyBefore = await byKeyGets();
     const second = await build('app', APP, { 'app.txt': 'app v1\n' }, ['--cache-repo', `${fx.registry.host}/cache-test/shared`]);
     assert.equal(hits(second), 4, second.log);
     // A hit is decided from its entry's manifest alone; no later step needed the hits' files, so the
     // only config read from the cache is the one holding the base's listing (for the COPY).
     assert.equal(await cacheBlobGets() - cacheBefore, 1);
+    // Every entry came from what the last build stored at its step, asked for ahead: none by key.
+    assert.equal(await byKeyGets() - byKeyBefore, 0);
+    assert.ok(await byKeyGets() > 0, 'the first build looked entries up by key');
     // The COPY needed the image's files: they came from the listings the first build cached, so only
     // the base's config was read, none of its layers.
     assert.equal(await baseBlobGets() - before, 1);

@@ -18,7 +18,10 @@ class MemoryStorage implements CacheStorage {
   readonly blobs = new Map<string, Buffer>();
   blobReads = 0;
 
+  readonly manifestReads: string[] = [];
+
   async manifest(tag: string): Promise<Buffer | undefined> {
+    this.manifestReads.push(tag);
     return this.manifests.get(tag);
   }
 
@@ -89,6 +92,17 @@ describe('LayerCache', () => {
     assert.equal(storage.blobReads, 1);
     assert.deepEqual((await hit.listing?.())?.entries.map((e) => e.path), ['app']);
     assert.equal(storage.blobReads, 1, 'the listing came with the config already read');
+  });
+
+  it('takes the entry prefetched at the step when its key matches, and looks the key up otherwise', async () => {
+    const { cache, storage } = await cacheWithEntry();
+    cache.prefetch(['p'.repeat(64), 'q'.repeat(64)]);
+    const hit = await cache.lookup(KEY, 'p'.repeat(64));
+    assert.ok('key' in hit, JSON.stringify(hit));
+    assert.ok(!storage.manifestReads.includes(KEY), 'no request by key');
+    assert.deepEqual(await cache.lookup('e'.repeat(64), 'p'.repeat(64)), { miss: 'no entry' });
+    assert.ok(storage.manifestReads.includes('e'.repeat(64)), 'another key at that step is looked up by key');
+    assert.deepEqual(storage.manifestReads.filter((t) => t.startsWith('step-')).sort(), ['step-' + 'p'.repeat(40), 'step-' + 'q'.repeat(40)]);
   });
 
   it('misses on an entry whose annotation names another key, or none', async () => {
