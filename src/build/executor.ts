@@ -80,6 +80,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   }
   const permitted = check?.();
   permitted?.catch(() => undefined); // awaited before the first stage
+  early?.lookAtDestinations();
   const context = await BuildContext.open(options.contextDir, options.dockerfilePath).catch(async (e: unknown) => {
     await store.dispose();
     throw e;

@@ -55,7 +55,14 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
   const slots = new Slots(PUSH_UPLOADS_AT_ONCE);
   // A blob that an early upload is sending is waited for outside the slots, so the config does not
   // queue behind the layers.
+  /** Blobs not checked because the image the tag named before has them (EarlyUploads.lookAtDestinations). */
+  const assumed: Descriptor[] = [];
   await Promise.all(blobs.map(async (blob) => {
+    if (await options.early?.present(dest, blob.digest)) {
+      log.debug(`blob ${blob.digest}: in the image ${referenceString(dest)} named before`);
+      assumed.push(blob);
+      return;
+    }
     if (await options.early?.uploaded(dest, blob.digest)) {
       log.debug(`blob ${blob.digest}: uploaded while the image was built`);
       return;
@@ -63,7 +70,16 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
     await slots.run(() => pushBlob(blob));
   }));
   const reference = dest.tag ?? dest.digest ?? 'latest';
-  const digest = await client.putManifest(reference, image.manifestBytes, image.manifest.mediaType);
+  let digest: string;
+  try {
+    digest = await client.putManifest(reference, image.manifestBytes, image.manifest.mediaType);
+  } catch (e) {
+    // A registry that lost a blob its tagged image still lists: check and send them after all.
+    if (!(e instanceof RegistryError && /BLOB_UNKNOWN/.test(e.message) && assumed.length)) throw e;
+    log.warn(`${dest.registry} refused the manifest for a missing blob (${e.message}); checking every blob the earlier image had`);
+    await Promise.all(assumed.map((blob) => slots.run(() => pushBlob(blob))));
+    digest = await client.putManifest(reference, image.manifestBytes, image.manifest.mediaType);
+  }
   if (digest !== image.manifestDescriptor.digest) {
     throw new RegistryError(`${dest.registry} stored the manifest as ${digest}, expected ${image.manifestDescriptor.digest}`, dest.registry);
   }
@@ -111,8 +127,30 @@ export class EarlyUploads {
   private readonly uploads = new Map<string, Promise<boolean>>();
   private readonly slots = new Slots(EARLY_UPLOADS_AT_ONCE);
   private stopped = false;
+  /** The blobs of the image each destination's tag named when the build started, by destination repository and tag. */
+  private readonly before = new Map<string, Promise<Set<string>>>();
 
   constructor(private readonly destinations: readonly ImageReference[], private readonly session: RegistrySession) {}
+
+  /**
+   * Asks each destination for the image its tag names now. CI pushes a rebuild to the tag of the
+   * last build, whose blobs (base layers, unchanged steps) are then known to be there, without a
+   * check each: a registry keeps every blob a tagged manifest lists. Anything else means nothing is known.
+   */
+  lookAtDestinations(): void {
+    for (const dest of this.destinations) {
+      const key = destinationKey(dest);
+      if (!dest.tag || this.before.has(key)) continue;
+      const blobs = this.session.client(dest.registry, dest.repository, 'push').getManifest(dest.tag)
+        .then(({ bytes }) => blobsOf(bytes), () => new Set<string>());
+      this.before.set(key, blobs);
+    }
+  }
+
+  /** Whether the image `dest`'s tag named when the build started has `digest`. */
+  async present(dest: ImageReference, digest: string): Promise<boolean> {
+    return (await this.before.get(destinationKey(dest)))?.has(digest) ?? false;
+  }
 
   /**
    * Starts uploading `blob` (read with `open`) to each destination; `sources` are mount candidates.
@@ -125,6 +163,7 @@ export class EarlyUploads {
       if (options.mountableOnly && mountSources(sources, dest).length === 0) continue;
       const upload = this.slots.run(async () => {
         if (this.stopped) return false;
+        if (await this.present(dest, blob.digest)) return true;
         const how = await this.session.client(dest.registry, dest.repository, 'push').pushBlob(blob, open, { mountFrom: mountSources(sources, dest) });
         log.debug(`blob ${blob.digest}: ${how} to ${dest.registry}/${dest.repository} while the image was built`);
         return true;
@@ -154,6 +193,21 @@ export class EarlyUploads {
 
 function uploadKey(dest: ImageReference, digest: string): string {
   return `${dest.registry}/${dest.repository}@${digest}`;
+}
+
+function destinationKey(dest: ImageReference): string {
+  return `${dest.registry}/${dest.repository}:${dest.tag ?? ''}`;
+}
+
+/** The config and layer digests of an image manifest (Docker v2s2 or OCI); none for an index or anything else. */
+function blobsOf(bytes: Buffer): Set<string> {
+  try {
+    const m = JSON.parse(bytes.toString('utf8')) as { config?: { digest?: unknown }; layers?: { digest?: unknown }[] };
+    if (!m.config || !Array.isArray(m.layers)) return new Set();
+    return new Set([m.config, ...m.layers].map((d) => d.digest).filter((d): d is string => typeof d === 'string'));
+  } catch {
+    return new Set();
+  }
 }
 
 /** kaniko's check before building: every destination repository must accept an upload. */

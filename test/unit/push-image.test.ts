@@ -5,6 +5,7 @@ import type { BuiltImage } from '../../src/image/image.js';
 import { MediaType, type Descriptor } from '../../src/image/types.js';
 import { parseReference } from '../../src/reference/reference.js';
 import type { OpenBlob } from '../../src/registry/range-reader.js';
+import { RegistryError } from '../../src/registry/types.js';
 import { EarlyUploads, pushImage } from '../../src/remote/push-image.js';
 import type { RegistrySession } from '../../src/remote/session.js';
 
@@ -42,12 +43,48 @@ describe('pushImage', () => {
     // behind them, the push would never end.
     const early = {
       hurry: () => undefined,
+      present: async () => false,
       uploaded: async (_dest: unknown, d: string) => (d === config.digest ? false : (await configDone, true)),
     } as unknown as EarlyUploads;
     const image = builtImage(layers, config, manifestDigest);
     const session = { client: () => client } as unknown as RegistrySession;
     await pushImage(image, [parseReference('127.0.0.1:5000/app:1')], session, { blobSources: [], retries: 0, ignoreImmutableTagErrors: false, early });
     assert.deepEqual(pushed, [config.digest]);
+  });
+
+  it('checks no blob the image its tag named before has, and checks them after all when the registry lost one', async () => {
+    const [kept, gone, fresh] = ['1', '2', '3'].map((c): Descriptor => ({ mediaType: MediaType.ociLayerGzip, digest: digest(c), size: 10 }));
+    const config: Descriptor = { mediaType: MediaType.ociConfig, digest: digest('c'), size: 2 };
+    const oldConfig: Descriptor = { mediaType: MediaType.ociConfig, digest: digest('o'), size: 2 };
+    const manifestDigest = digest('m');
+    const before = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, config: oldConfig, layers: [kept, gone] }));
+    for (const registryLostOne of [false, true]) {
+      const checked: string[] = [];
+      let puts = 0;
+      const client = {
+        getManifest: async (reference: string) => {
+          assert.equal(reference, '1');
+          return { bytes: before, mediaType: MediaType.ociManifest, digest: digest('b') };
+        },
+        pushBlob: async (blob: Descriptor) => {
+          checked.push(blob.digest);
+          return 'uploaded';
+        },
+        putManifest: async () => {
+          if (puts++ === 0 && registryLostOne && !checked.includes(gone!.digest)) {
+            throw new RegistryError('HTTP 400 (MANIFEST_BLOB_UNKNOWN: blob unknown to registry)', '127.0.0.1:5000', 400);
+          }
+          return manifestDigest;
+        },
+      };
+      const session = { client: () => client } as unknown as RegistrySession;
+      const dest = parseReference('127.0.0.1:5000/app:1');
+      const early = new EarlyUploads([dest], session);
+      early.lookAtDestinations();
+      await pushImage(builtImage([kept!, gone!, fresh!], config, manifestDigest), [dest], session, { blobSources: [], retries: 0, ignoreImmutableTagErrors: false, early });
+      if (registryLostOne) assert.deepEqual(checked.sort(), [fresh!.digest, config.digest, kept!.digest, gone!.digest].sort());
+      else assert.deepEqual(checked.sort(), [fresh!.digest, config.digest].sort(), 'only what the earlier image lacks');
+    }
   });
 
   it('offers a mount only from where a blob can be: never the config, a cache hit from its cache repository', async () => {
