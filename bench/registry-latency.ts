@@ -15,10 +15,10 @@ const DELAY_MS = 10;
 const LAYERS = 3;
 const LAYER_BYTES = 200_000;
 
-interface DelayingProxy { host: string; connections: number; close(): Promise<void> }
+export interface DelayingProxy { host: string; connections: number; close(): Promise<void> }
 
 /** A TCP proxy on 127.0.0.1 that holds every chunk DELAY_MS before passing it on, in order. */
-async function delayingProxy(target: string): Promise<DelayingProxy> {
+export async function delayingProxy(target: string): Promise<DelayingProxy> {
   const [targetHost, targetPort] = target.split(':') as [string, string];
   const sockets = new Set<Socket>();
   const relay = (from: Socket, to: Socket): void => {

@@ -13,6 +13,8 @@
 //   workloads (issue #8) six build workloads (busybox app, Debian apt-get, Node.js npm ci, 100k-file
 //             RUN, 1 GB layer, warm 10-step rebuild) by kiln, docker build, buildah and kaniko, with
 //             wall, CPU and peak memory (bench/workloads.ts).
+//   remote    (issue #8) the workloads' warm rebuild against a TLS registry 20 ms away: kiln, and with
+//             KANIKO_IMAGE kiln's image and kaniko's, each in a fresh container (bench/remote-cache.ts).
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -25,6 +27,7 @@ import { cacheSuite } from './cache.js';
 import { compressionSuite } from './compression.js';
 import { tlsLatencyRow } from './registry-latency.js';
 import { workloadsSuite } from './workloads.js';
+import { remoteSuite } from './remote-cache.js';
 
 interface Measurement { tool: string; seconds: number; }
 
@@ -102,7 +105,9 @@ async function registrySuite(): Promise<void> {
   }
 }
 
-const SUITES: Record<string, () => Promise<void>> = { workloads: workloadsSuite, registry: registrySuite, snapshot: snapshotSuite, cache: cacheSuite, compression: compressionSuite };
+const SUITES: Record<string, () => Promise<void>> = {
+  workloads: workloadsSuite, registry: registrySuite, snapshot: snapshotSuite, cache: cacheSuite, compression: compressionSuite, remote: remoteSuite,
+};
 
 async function main(): Promise<void> {
   const chosen = (process.env.KILN_BENCH || Object.keys(SUITES).join(',')).split(',').map((s) => s.trim()).filter(Boolean);

@@ -108,6 +108,11 @@ const WORKLOADS: Workload[] = [
   },
 ];
 
+/** The warm workload's context (its Dockerfile FROM `busybox`), for the remote suite's rebuilds. */
+export async function prepareWarmWorkload(ctx: string, busybox: string): Promise<void> {
+  await WORKLOADS.find((w) => w.id === 'warm')!.prepare(ctx, { busybox, debian: '', node: '' });
+}
+
 interface Run { workload: string; tool: string; round: number; usage: Usage; startupSeconds?: number; }
 
 const fmt = (s: number | undefined, unit = ' s', digits = 1): string => (s === undefined || !Number.isFinite(s) ? '—' : `${s.toFixed(digits)}${unit}`);
