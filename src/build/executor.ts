@@ -117,6 +117,7 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
       layerWritten: early && ((stageIndex, layer) => {
         if (stageIndex === target) early.offer(layer, () => store.openVerified(layer.digest), []);
       }),
+      layerGrowing: early && ((stageIndex, growth) => (stageIndex === target ? early.offerGrowing(growth) : undefined)),
       // Only where a mount can do it: a cache registry other than the destination's would have the
       // layer streamed through kiln now, and again into the store if a later step needs its files.
       layerCached: early && ((stageIndex, layer, source) => {

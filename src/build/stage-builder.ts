@@ -3,6 +3,7 @@
 import { posix } from 'node:path';
 import type { Instruction, CopyInstruction } from '../dockerfile/instructions.js';
 import { ShellLex, ShellExpansionError, type EnvLookup } from '../dockerfile/shell-lex.js';
+import type { BlobGrowth } from '../image/blob-store.js';
 import type { Descriptor } from '../image/types.js';
 import { writeLayer, type LayerEntry } from '../layer/layer-writer.js';
 import { layerMediaType } from '../image/image.js';
@@ -360,10 +361,20 @@ export class StageBuilder {
   }
 
   private async writeLayer(entries: LayerEntry[], inImage = true): Promise<Awaited<ReturnType<typeof writeLayer>>> {
-    const written = await writeLayer(withAncestors(entries, this.image.files), this.env.store, {
-      mediaType: layerMediaType(this.image.family, this.env.compression),
-      compressionLevel: this.env.compressionLevel,
-    });
+    const layerGrowing = inImage ? this.env.layerGrowing : undefined;
+    let finished: ((layer: Descriptor | undefined) => void) | undefined;
+    let written: Awaited<ReturnType<typeof writeLayer>>;
+    try {
+      written = await writeLayer(withAncestors(entries, this.image.files), this.env.store, {
+        mediaType: layerMediaType(this.image.family, this.env.compression),
+        compressionLevel: this.env.compressionLevel,
+        ...(layerGrowing ? { growing: (growth: BlobGrowth) => { finished = layerGrowing(this.stageIndex, growth); } } : {}),
+      });
+    } catch (e) {
+      finished?.(undefined);
+      throw e;
+    }
+    finished?.(written.descriptor);
     if (inImage) {
       this.image.layers.push(written.descriptor);
       this.image.config.rootfs.diff_ids.push(written.diffId);

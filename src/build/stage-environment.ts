@@ -1,7 +1,7 @@
 // What a stage is built from and with: the image it starts from (and produces), and the build-wide
 // inputs and services every stage shares. The executor makes them; the stage builder uses them.
 import type { BuildContext } from '../context/build-context.js';
-import type { BlobStore } from '../image/blob-store.js';
+import type { BlobGrowth, BlobStore } from '../image/blob-store.js';
 import type { Descriptor, ImageConfig } from '../image/types.js';
 import type { Compression } from '../layer/layer-writer.js';
 import type { MediaTypeFamily } from '../image/image.js';
@@ -68,6 +68,11 @@ export interface StageEnvironment {
   runMounts: { cacheRoot: string; secrets: ReadonlyMap<string, SecretSource> };
   /** A layer a stage wrote joined its image (not a cache hit's): the target stage's may be uploaded at once. */
   layerWritten?: (stageIndex: number, layer: Descriptor) => void;
+  /**
+   * A stage is writing a layer of its image, into `growth`: the target stage's may stream to the
+   * destinations as it is written. Returns what the writer calls with the finished layer (undefined: it failed).
+   */
+  layerGrowing?: (stageIndex: number, growth: BlobGrowth) => ((layer: Descriptor | undefined) => void) | undefined;
   /** A cache hit's layer, in the registry `source`, joined a stage's image: the target stage's may be mounted into the destinations at once. */
   layerCached?: (stageIndex: number, layer: Descriptor, source: CacheLocation) => void;
   /**

@@ -35,6 +35,8 @@ export interface BlobGrowth {
   path: string;
   shared: SharedArrayBuffer;
   opened: Promise<void>;
+  /** Where the file is once committed (set before the rename), for readers on this thread that open it late. */
+  committedPath?: string;
 }
 
 const GROWTH_WRITTEN = 0;
@@ -121,6 +123,9 @@ export class BlobStore {
       Atomics.add(growth.view, GROWTH_CHANGES, 1n);
       Atomics.notify(growth.view, GROWTH_CHANGES);
     };
+    const growthInfo: BlobGrowth | undefined = growth
+      ? { path: tmp, shared: growth.shared, opened: new Promise<void>((resolve, reject) => { file.once('open', () => resolve()); file.once('error', reject); }) }
+      : undefined;
     return {
       stream: hashing,
       commit: async () => {
@@ -129,6 +134,7 @@ export class BlobStore {
           await written;
           settle(COMPLETE);
           const digest = 'sha256:' + hash.digest('hex');
+          if (growthInfo) growthInfo.committedPath = this.ownPath(digest);
           await rename(tmp, this.ownPath(digest));
           return { digest, size };
         } catch (e) {
@@ -143,7 +149,7 @@ export class BlobStore {
         await written.catch(() => undefined);
         await unlink(tmp).catch(() => undefined);
       },
-      ...(growth ? { growth: { path: tmp, shared: growth.shared, opened: new Promise<void>((resolve, reject) => { file.once('open', () => resolve()); file.once('error', reject); }) } } : {}),
+      ...(growthInfo ? { growth: growthInfo } : {}),
     };
   }
 
@@ -221,6 +227,36 @@ export function openVerifiedFile(path: string, digest: string, where: string): R
  * that gives up fails the stream.
  */
 export function openGrowingVerified(path: string, finalPath: string, digest: string, shared: SharedArrayBuffer): Readable {
+  return openGrowingFile(path, shared, { finalPath, digest });
+}
+
+/**
+ * A blob file this process is still writing, read as it grows and not verified: for an upload that
+ * begins before the blob's digest is known (the registry checks it when the upload is finished).
+ * A writer that gives up, or a file already moved under its digest, fails the stream.
+ */
+export function openGrowing(growth: BlobGrowth): Readable {
+  return openGrowingFile(growth.path, growth.shared, { committedPath: () => growth.committedPath });
+}
+
+/** Whether the growing blob reaches `bytes` (true as soon as it does); false once it is complete, or failed, short of them. */
+export async function growsTo(growth: BlobGrowth, bytes: number): Promise<boolean> {
+  const view = new BigInt64Array(growth.shared);
+  for (;;) {
+    const changes = Atomics.load(view, GROWTH_CHANGES);
+    const state = Atomics.load(view, GROWTH_STATE);
+    if (Number(Atomics.load(view, GROWTH_WRITTEN)) >= bytes) return true;
+    if (state !== 0n) return false;
+    const waited = waitAsync(view, GROWTH_CHANGES, changes, GROWTH_POLL_MS);
+    if (!waited.async) continue;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([waited.value, new Promise((resolve) => { timer = setTimeout(resolve, GROWTH_POLL_MS); })]);
+    clearTimeout(timer);
+  }
+}
+
+function openGrowingFile(path: string, shared: SharedArrayBuffer, verify: { finalPath?: string; digest?: string; committedPath?: () => string | undefined }): Readable {
+  const { digest } = verify;
   const view = new BigInt64Array(shared);
   const hash = createHash('sha256');
   let file: FileHandle | undefined;
@@ -240,14 +276,15 @@ export function openGrowingVerified(path: string, finalPath: string, digest: str
       opened.close().then(() => callback(error), () => callback(error));
     },
   });
-  const failed = (): Error => new Error(`the download of blob ${digest} failed`);
+  const failed = (): Error => new Error(digest ? `the download of blob ${digest} failed` : `the writing of blob file ${path} failed`);
   const openFile = async (): Promise<FileHandle> => {
     try {
       return await openFile_(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
       // Committed (and renamed) before this reader began, or abandoned (and removed).
-      if (Atomics.load(view, GROWTH_STATE) === FAILED) throw failed();
+      const finalPath = verify.finalPath ?? verify.committedPath?.();
+      if (Atomics.load(view, GROWTH_STATE) === FAILED || finalPath === undefined) throw failed();
       return openFile_(finalPath);
     }
   };
@@ -269,7 +306,7 @@ export function openGrowingVerified(path: string, finalPath: string, digest: str
         if (bytesRead === 0) {
           if (state !== COMPLETE) throw new Error(`blob file ${path} is shorter than its writer says`);
           const actual = 'sha256:' + hash.digest('hex');
-          if (actual !== digest) throw new DigestMismatchError(`blob ${digest} is corrupt: its content hashes to ${actual}`);
+          if (digest !== undefined && actual !== digest) throw new DigestMismatchError(`blob ${digest} is corrupt: its content hashes to ${actual}`);
           stream.push(null);
           return;
         }

@@ -7,7 +7,7 @@ import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { BlobStore } from '../image/blob-store.js';
+import type { BlobGrowth, BlobStore } from '../image/blob-store.js';
 import { MediaType, type Descriptor } from '../image/types.js';
 import { orderEntries } from './layer-entries.js';
 import { createParallelGzip } from './parallel-gzip.js';
@@ -56,6 +56,8 @@ export interface WriteLayerOptions {
   compression?: Compression;
   /** As kaniko's --compression-level: used when above 0, otherwise the default (gzip 1, zstd 3). */
   compressionLevel?: number;
+  /** Hears of the blob file as soon as it exists, to be read as it grows (an upload begun before the digest is known). */
+  growing?: (growth: BlobGrowth) => void;
 }
 
 /** go-containerregistry compresses layers at gzip.BestSpeed unless told otherwise; kaniko keeps that. */
@@ -66,7 +68,10 @@ export async function writeLayer(entries: readonly LayerEntry[], store: BlobStor
   const compressor = createCompressor(options.compression ?? compressionOf(options.mediaType), options.compressionLevel);
   const diffHash = createHash('sha256');
   let uncompressedSize = 0;
-  const writer = await store.createWriter();
+  const writer = await store.createWriter({ growing: options.growing !== undefined });
+  const growth = writer.growth;
+  // Told before the first byte is written, so a reader never finds the file renamed under its digest.
+  if (growth && options.growing) await growth.opened.then(() => options.growing!(growth), () => undefined);
   try {
     await pipeline(
       Readable.from(tarStream(ordered), { objectMode: false }),

@@ -351,6 +351,40 @@ export class RegistryClient {
     this.checkReportedDigest(res.headers, digest);
   }
 
+  /**
+   * Uploads a blob whose bytes are still being produced, in one streamed PATCH (docker push's own
+   * kind), then closes the upload with the digest `finished` gives once the bytes are all written:
+   * the registry checks it. Undefined from `finished` (the blob was never completed) cancels it.
+   */
+  async streamBlob(open: OpenBlob, finished: Promise<{ digest: string; size: number } | undefined>): Promise<'uploaded' | 'cancelled'> {
+    const session = await this.startUpload();
+    if (!session) throw new RegistryError(`starting an upload to ${this.registry}/${this.repository}: the registry gave no session`, this.registry);
+    const operation = `streaming a blob to ${this.repository}`;
+    try {
+      const res = await this.transport.request({
+        method: 'PATCH', path: session.location, scopes: this.writeScopes, body: open,
+        headers: { 'content-type': 'application/octet-stream' }, retries: 0, expectStatus: [202, 204], operation,
+      });
+      await res.body.dump();
+      const location = headerValue(res.headers, 'location') ?? session.location;
+      const blob = await finished;
+      if (!blob) {
+        await this.cancelUpload(location);
+        return 'cancelled';
+      }
+      const put = await this.transport.request({
+        method: 'PUT', path: withQuery(location, `digest=${encodeURIComponent(blob.digest)}`), scopes: this.writeScopes,
+        headers: { 'content-length': '0' }, retries: 0, expectStatus: [201, 204], operation: `uploading blob ${blob.digest} to ${this.repository}`,
+      });
+      await put.body.dump();
+      this.checkReportedDigest(put.headers, blob.digest);
+      return 'uploaded';
+    } catch (e) {
+      await this.cancelUpload(session.location);
+      throw e;
+    }
+  }
+
   private checkReportedDigest(headers: Record<string, string | string[] | undefined>, digest: string): void {
     const reported = headerValue(headers, 'docker-content-digest');
     if (reported !== undefined && reported !== digest) {

@@ -3,6 +3,7 @@
 // tag ever points at an image whose blobs are not all there. Blobs of the final image known before
 // the build ends (its base layers, each layer of the target stage as it is written) may be uploaded
 // while the build goes on (EarlyUploads); the push then only waits for them.
+import { growsTo, openGrowing, type BlobGrowth } from '../image/blob-store.js';
 import type { BuiltImage } from '../image/image.js';
 import type { Descriptor } from '../image/types.js';
 import { log } from '../log/logger.js';
@@ -17,6 +18,8 @@ import type { RegistrySession } from './session.js';
 const PUSH_UPLOADS_AT_ONCE = 4;
 /** Uploads at once during the build: few, so the build's own downloads keep most of the bandwidth. */
 const EARLY_UPLOADS_AT_ONCE = 2;
+/** Layers smaller than this go up once written: a streamed upload costs a round trip before its first byte. */
+const STREAM_MIN_BYTES = 8 << 20;
 
 export interface PushOptions {
   /** Where blobs of the base image came from: candidates for cross-repository mounts. */
@@ -125,6 +128,8 @@ function mountSources(sources: readonly RepositoryLocation[], dest: ImageReferen
  */
 export class EarlyUploads {
   private readonly uploads = new Map<string, Promise<boolean>>();
+  /** Layers streamed as they were written (offerGrowing), by destination and digest: true once there. */
+  private readonly streaming = new Map<string, Promise<boolean>>();
   private readonly slots = new Slots(EARLY_UPLOADS_AT_ONCE);
   private stopped = false;
   /** The blobs of the image each destination's tag named when the build started, by destination repository and tag. */
@@ -161,13 +166,15 @@ export class EarlyUploads {
       const key = uploadKey(dest, blob.digest);
       if (this.uploads.has(key) || this.stopped) continue;
       if (options.mountableOnly && mountSources(sources, dest).length === 0) continue;
-      const upload = this.slots.run(async () => {
+      // A layer that streamed as it was written is there; one whose stream did not happen goes up now.
+      const streamed = this.streaming.get(key) ?? Promise.resolve(false);
+      const upload = streamed.then((done) => done || this.slots.run(async () => {
         if (this.stopped) return false;
         if (await this.present(dest, blob.digest)) return true;
         const how = await this.session.client(dest.registry, dest.repository, 'push').pushBlob(blob, open, { mountFrom: mountSources(sources, dest) });
         log.debug(`blob ${blob.digest}: ${how} to ${dest.registry}/${dest.repository} while the image was built`);
         return true;
-      }).catch((e: unknown) => {
+      })).catch((e: unknown) => {
         log.debug(`early upload of ${blob.digest} to ${dest.registry}/${dest.repository} failed (the push tries again): ${(e as Error).message}`);
         return false;
       });
@@ -175,9 +182,37 @@ export class EarlyUploads {
     }
   }
 
+  /**
+   * A layer of the final image still being written: once it has STREAM_MIN_BYTES, it streams to each
+   * destination as it is written, rather than after its last byte (the registry checks the digest
+   * when the writer has it). Returns what the writer calls with the finished layer (undefined: failed).
+   */
+  offerGrowing(growth: BlobGrowth): (layer: Descriptor | undefined) => void {
+    let settle!: (layer: Descriptor | undefined) => void;
+    const finished = new Promise<Descriptor | undefined>((resolve) => { settle = resolve; });
+    const streams = this.destinations.map(async (dest) => {
+      if (this.stopped || !(await growsTo(growth, STREAM_MIN_BYTES))) return false;
+      return this.slots.run(async () => {
+        if (this.stopped) return false;
+        const how = await this.session.client(dest.registry, dest.repository, 'push').streamBlob(() => openGrowing(growth), finished);
+        const layer = await finished;
+        if (layer && how === 'uploaded') log.debug(`blob ${layer.digest}: streamed to ${dest.registry}/${dest.repository} as it was written`);
+        return how === 'uploaded';
+      });
+    }).map((stream) => stream.catch((e: unknown) => {
+      log.debug(`streaming a layer as it was written failed (it goes up once written): ${(e as Error).message}`);
+      return false;
+    }));
+    return (layer) => {
+      settle(layer);
+      if (layer) for (const [i, dest] of this.destinations.entries()) this.streaming.set(uploadKey(dest, layer.digest), streams[i]!);
+    };
+  }
+
   /** Whether an early upload put `digest` in `dest`'s repository (waiting for one still running). */
   async uploaded(dest: ImageReference, digest: string): Promise<boolean> {
-    return (await this.uploads.get(uploadKey(dest, digest))) ?? false;
+    const key = uploadKey(dest, digest);
+    return (await this.uploads.get(key)) ?? (await this.streaming.get(key)) ?? false;
   }
 
   /** The build needs no more bandwidth (the push has begun, or only metadata is left): waiting uploads may run as many at once as the push's own. */

@@ -190,6 +190,31 @@ describe('uploads during the build', () => {
     }
   });
 
+  it('streams a big layer of the target stage to the registry as it is written, and the image reads back whole', async () => {
+    const registry = await startRegistry('http');
+    try {
+      await pushBusyboxImage(registry, 'base/busybox', 'latest', 'oci');
+      // 12 MB of random bytes: past the size at which a layer streams, and not compressible below it.
+      const ctx = await writeContext('streamed', `FROM ${registry.host}/base/busybox\nRUN head -c 12000000 /dev/urandom > /random.bin && md5sum /random.bin > /random.md5\n`);
+      const r = await kiln(['executor', '-c', ctx, '-d', `${registry.host}/apps/streamed:1`, '-v', 'debug']);
+      assert.equal(r.code, 0, r.stderr);
+      const layout = join(dir, 'streamed', 'layout');
+      await mustRun('skopeo', ['copy', ...registry.skopeoArgs('src'), `docker://${registry.host}/apps/streamed:1`, `oci:${layout}:1`]);
+      const manifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', `oci:${layout}:1`])) as { layers: { digest: string; size: number }[] };
+      const run = manifest.layers.at(-1)!;
+      assert.ok(run.size > 12_000_000);
+      assert.match(r.stderr, new RegExp(`blob ${run.digest}: streamed to [^ ]+/apps/streamed as it was written`));
+      assert.match(r.stderr, new RegExp(`blob ${run.digest}: uploaded while the image was built`), 'the push found it there');
+      // skopeo verified every blob against its digest; the file is the one the RUN wrote.
+      const tree = join(dir, 'streamed', 'tree');
+      await mustRun('umoci', ['raw', 'unpack', '--rootless', '--image', `${layout}:1`, tree]);
+      const [sum] = (await readFile(join(tree, 'random.md5'), 'utf8')).split(' ');
+      assert.equal(createHash('md5').update(await readFile(join(tree, 'random.bin'))).digest('hex'), sum);
+    } finally {
+      await registry.stop();
+    }
+  });
+
   it('leaves no tag when a later step fails, though a finished layer went up', async () => {
     const registry = await startRegistry('http');
     try {

@@ -1,6 +1,8 @@
 import { strict as assert } from 'node:assert';
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
+import { BlobStore } from '../../src/image/blob-store.js';
 import type { BuiltImage } from '../../src/image/image.js';
 import { MediaType, type Descriptor } from '../../src/image/types.js';
 import { parseReference } from '../../src/reference/reference.js';
@@ -84,6 +86,51 @@ describe('pushImage', () => {
       await pushImage(builtImage([kept!, gone!, fresh!], config, manifestDigest), [dest], session, { blobSources: [], retries: 0, ignoreImmutableTagErrors: false, early });
       if (registryLostOne) assert.deepEqual(checked.sort(), [fresh!.digest, config.digest, kept!.digest, gone!.digest].sort());
       else assert.deepEqual(checked.sort(), [fresh!.digest, config.digest].sort(), 'only what the earlier image lacks');
+    }
+  });
+
+  it('streams a big layer of the final image as it is written; a small one goes up once written', async () => {
+    const store = await BlobStore.createTemp();
+    try {
+      const streamed = new Map<string, Buffer>();
+      const pushed: string[] = [];
+      const client = {
+        streamBlob: async (open: () => NodeJS.ReadableStream, finished: Promise<{ digest: string } | undefined>) => {
+          const chunks: Buffer[] = [];
+          for await (const c of open()) chunks.push(c as Buffer);
+          const blob = await finished;
+          if (!blob) return 'cancelled';
+          streamed.set(blob.digest, Buffer.concat(chunks));
+          return 'uploaded';
+        },
+        pushBlob: async (blob: Descriptor) => { pushed.push(blob.digest); return 'uploaded'; },
+      };
+      const session = { client: () => client } as unknown as RegistrySession;
+      const dest = parseReference('127.0.0.1:5000/app:1');
+      const early = new EarlyUploads([dest], session);
+      const write = async (bytes: Buffer): Promise<Descriptor> => {
+        const writer = await store.createWriter({ growing: true });
+        await writer.growth!.opened;
+        const finished = early.offerGrowing(writer.growth!);
+        for (let i = 0; i < bytes.length; i += 1 << 20) {
+          writer.stream.write(bytes.subarray(i, i + (1 << 20)));
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+        const { digest, size } = await writer.commit();
+        const layer: Descriptor = { mediaType: MediaType.ociLayerGzip, digest, size };
+        finished(layer);
+        early.offer(layer, () => store.openVerified(digest), []);
+        return layer;
+      };
+      const big = randomBytes(9 << 20);
+      const bigLayer = await write(big);
+      const smallLayer = await write(randomBytes(1 << 20));
+      assert.equal(await early.uploaded(dest, bigLayer.digest), true);
+      assert.equal(await early.uploaded(dest, smallLayer.digest), true);
+      assert.ok(streamed.get(bigLayer.digest)?.equals(big), 'the big layer streamed whole');
+      assert.deepEqual(pushed, [smallLayer.digest], 'only the small one went up after it was written');
+    } finally {
+      await store.dispose();
     }
   });
 

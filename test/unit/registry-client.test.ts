@@ -257,6 +257,31 @@ describe('RegistryClient', () => {
     assert.equal(registry.uploads.size, 0);
   });
 
+  it('streams a blob whose digest comes at the end in one PATCH, or cancels the upload when it never comes', async () => {
+    const data = Buffer.concat([Buffer.alloc(300_000, 1), Buffer.alloc(300_000, 2)]);
+    const digest = sha256(data);
+    let finish!: (blob: { digest: string; size: number } | undefined) => void;
+    const finished = new Promise<{ digest: string; size: number } | undefined>((resolve) => { finish = resolve; });
+    // The bytes come in two parts with a pause between them, as a layer being compressed does.
+    const open = (): NodeJS.ReadableStream => Readable.from((async function* () {
+      yield data.subarray(0, 300_000);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      yield data.subarray(300_000);
+      finish({ digest, size: data.length });
+    })());
+    assert.equal(await client().streamBlob(open, finished), 'uploaded');
+    assert.deepEqual(registry.blobs.get(`team/app@${digest}`), data);
+    const methods = registry.seen.filter((r) => r.url !== '/v2/').map((r) => r.method);
+    assert.deepEqual(methods, ['POST', 'PATCH', 'PUT']);
+    const patch = registry.seen.find((r) => r.method === 'PATCH')!;
+    assert.equal(patch.headers['content-range'], undefined);
+    assert.equal(patch.size, data.length);
+
+    registry.seen.length = 0;
+    assert.equal(await client().streamBlob(() => Readable.from([Buffer.from('abandoned')]), Promise.resolve(undefined)), 'cancelled');
+    assert.deepEqual(registry.seen.filter((r) => r.url !== '/v2/').map((r) => r.method), ['POST', 'PATCH', 'DELETE']);
+  });
+
   it('uploads large blobs in PATCH chunks with Content-Range, following each Location', async () => {
     const data = Buffer.from('0123456789abcdefghijk');
     const digest = sha256(data);
