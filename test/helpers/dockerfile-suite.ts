@@ -116,7 +116,10 @@ export async function kilnBuild(c: SuiteCase, ctx: string, tag: string, tarPath:
 }
 
 export async function dockerBuild(c: SuiteCase, ctx: string, tag: string): Promise<void> {
-  await docker(['build', '-q', '--network', 'host', '-t', tag, ...buildFlags(c, ctx), ctx], { timeoutMs: 600_000 });
+  // --no-cache: cases build two at a time, and the legacy builder would reuse another case's
+  // intermediate image for an identical step, which that case's `docker rmi` may delete mid-build
+  // ("unable to find image sha256:…", seen once in CI).
+  await docker(['build', '-q', '--no-cache', '--network', 'host', '-t', tag, ...buildFlags(c, ctx), ctx], { timeoutMs: 600_000 });
 }
 
 /** Output of c.check in a fresh container of image. */
