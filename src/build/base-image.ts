@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BaseImageCache } from '../cache/base-image-cache.js';
 import type { Stage } from '../dockerfile/stages.js';
-import { DigestMismatchError, type BlobGrowth, type BlobStore } from '../image/blob-store.js';
+import { DigestMismatchError, type BlobStore } from '../image/blob-store.js';
 import { platformString } from '../image/platform.js';
 import type { Descriptor, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
@@ -14,8 +14,7 @@ import { RegistryError } from '../registry/types.js';
 import { choosePlatform, fetchLayers, pullImage, type PulledImage } from '../remote/pull-image.js';
 import type { EarlyUploads } from '../remote/push-image.js';
 import type { RegistrySession } from '../remote/session.js';
-import { storedLayer } from '../rootfs/build-root.js';
-import type { RootFactory } from '../rootfs/create-root.js';
+import { applyWhileDownloading, storedLayer, unpackWhileDownloading } from '../rootfs/build-root.js';
 import type { LayersAhead } from '../rootfs/layers-ahead.js';
 import { isoSeconds } from '../util/iso-seconds.js';
 import type { BaseFileLister } from './base-files.js';
@@ -161,12 +160,6 @@ async function fetchListed(pulled: PulledImage, lister: BaseFileLister, session:
   ]);
 }
 
-/** fetchLayers' hook that starts unpacking each big layer while it downloads, for roots that unpack ahead (overlayfs). */
-export function unpackWhileDownloading(roots: RootFactory, store: BlobStore): ((layer: Descriptor, growth: BlobGrowth) => void) | undefined {
-  const unpack = roots.unpackGrowing;
-  return unpack && ((layer, growth) => unpack(layer, store.path(layer.digest), { tempPath: growth.path, shared: growth.shared }));
-}
-
 /**
  * For the first stage to RUN in container isolation: each base layer is applied onto "/" in its
  * order as it downloads (a big one from its first bytes), listed in that same pass, rather than
@@ -178,7 +171,7 @@ async function fetchApplied(
   const downloads = fetchLayers(pulled.layers, pulled.source, session, store, retries, undefined, (layer) => {
     stored?.(layer);
     ahead.stored(layer.digest);
-  }, (layer, growth) => ahead.growing(layer.digest, { tempPath: growth.path, shared: growth.shared }));
+  }, applyWhileDownloading(ahead));
   downloads.catch((e: unknown) => ahead.abandon(e));
   // Read from the store when the application failed: the RUN that takes the layer reports it.
   const listStored = (layer: Descriptor): Promise<void> => lister.listLayer(layer, store.openVerified(layer.digest));

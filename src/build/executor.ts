@@ -28,7 +28,7 @@ import { fetchLayers } from '../remote/pull-image.js';
 import type { EarlyUploads } from '../remote/push-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
-import { BasePulls, pullBase, registryBase, unpackWhileDownloading } from './base-image.js';
+import { BasePulls, pullBase, registryBase } from './base-image.js';
 import {
   baseIndex, expandFrom, globalArgValues, namesRegistryImage, PREDEFINED_ARGS, safeExpand, sourceDateEpoch, stageNamed, stagePlatform, stagesNeededBy,
 } from './stage-graph.js';
@@ -129,11 +129,11 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
         else await lister.listLayer(layer, store.openVerified(layer.digest)); // a local layout's blob, read in place
         return lister.listing(layer);
       },
-      ensureLocal: async (layer, source, unpackInto) => {
+      ensureLocal: async (layer, source, downloading) => {
         if (await store.has(layer.digest)) return;
         const from = env.remoteLayers.get(layer.digest) ?? source;
         if (!from) throw new Error(`internal error: layer ${layer.digest} is neither in the blob store nor in a known registry`);
-        await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry, undefined, undefined, unpackInto && unpackWhileDownloading(unpackInto, store));
+        await fetchLayers([layer], from, session, store, options.registry.imageDownloadRetry, undefined, undefined, downloading);
       },
     };
     await permitted;

@@ -15,7 +15,7 @@ import { goList } from './go-format.js';
 import { resolveChown, UserLookupError, type Identity } from './users.js';
 import { ContextError } from '../context/build-context.js';
 import type { CommandLineInstruction as RunInstruction } from '../dockerfile/instructions.js';
-import { storedLayer, type BuildRoot } from '../rootfs/build-root.js';
+import { applyWhileDownloading, storedLayer, unpackWhileDownloading, type BuildRoot } from '../rootfs/build-root.js';
 import { Slots } from '../util/slots.js';
 import { SandboxSetupError } from '../isolation/step-process.js';
 import { snapshotLayerEntries } from '../snapshot/snapshot.js';
@@ -247,12 +247,18 @@ export class StageBuilder {
     // With the cache, the files may be known from listings while the layers are still remote. They
     // download a few at once and, on overlayfs, unpack as they arrive, side by side (each into a
     // directory of its own); the root then stacks them in order.
+    // A plain directory (container isolation's "/") takes the layers in order, each as it becomes
+    // readable (LayersAhead), unless the stage's base was already given to it as it downloaded.
+    const store = this.env.store;
+    const ahead = root.applyAhead?.(this.rootLayers, (digest) => storedLayer(store, digest));
+    const downloading = unpackWhileDownloading(factory, store) ?? (ahead && applyWhileDownloading(ahead));
     const downloads = new Slots(ROOT_DOWNLOADS_AT_ONCE);
     const local = this.rootLayers.map((layer) => downloads.run(async () => {
-      await this.env.ensureLocal(layer, this.image.blobSources[0], factory);
-      factory.unpack?.(storedLayer(this.env.store, layer.digest)).catch(() => undefined); // addLayer() reports a failure
+      await this.env.ensureLocal(layer, this.image.blobSources[0], downloading);
+      ahead?.stored(layer.digest);
+      factory.unpack?.(storedLayer(store, layer.digest)).catch(() => undefined); // addLayer() reports a failure
     }));
-    for (const ready of local) ready.catch(() => undefined); // awaited in order below
+    for (const ready of local) ready.catch((e: unknown) => ahead?.abandon(e)); // awaited in order below
     for (const [i, layer] of this.rootLayers.entries()) {
       await local[i];
       await root.addLayer(storedLayer(this.env.store, layer.digest));

@@ -77,7 +77,7 @@ export interface StageEnvironment {
   layerCached?: (stageIndex: number, layer: Descriptor, source: CacheLocation) => void;
   /**
    * Makes a layer's blob present in the store: from where the cache found it, else from `source`.
-   * With `unpackInto` (overlay roots), a big layer starts unpacking while it downloads.
+   * `downloading` hears of a download's blob file as soon as it exists, to be read as it grows (a root unpacking it).
    */
-  ensureLocal: (layer: Descriptor, source: RepositoryLocation | undefined, unpackInto?: RootFactory) => Promise<void>;
+  ensureLocal: (layer: Descriptor, source: RepositoryLocation | undefined, downloading?: (layer: Descriptor, growth: BlobGrowth) => void) => Promise<void>;
 }

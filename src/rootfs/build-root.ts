@@ -4,10 +4,13 @@
 // without overlayfs, or "/" itself in container isolation) implement it.
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import type { BlobStore } from '../image/blob-store.js';
+import type { BlobGrowth, BlobStore } from '../image/blob-store.js';
+import type { Descriptor } from '../image/types.js';
+import type { RootFactory } from './create-root.js';
 import type { StepProcess } from '../isolation/step-process.js';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import type { Snapshot } from '../snapshot/snapshot.js';
+import type { AheadLayer, LayersAhead } from './layers-ahead.js';
 
 /** Looks an in-image path ("etc/hosts") up in the image as it stands (kiln's model of it). */
 export type ImageLookup = (path: string) => LayerEntry | undefined;
@@ -25,6 +28,17 @@ export function storedLayer(store: BlobStore, digest: string): LayerSource {
   return { digest, path: store.path(digest), open: async () => store.openVerified(digest) };
 }
 
+/** fetchLayers' hook that starts unpacking each big layer while it downloads, for roots that unpack ahead (overlayfs). */
+export function unpackWhileDownloading(roots: Pick<RootFactory, 'unpackGrowing'>, store: BlobStore): ((layer: Descriptor, growth: BlobGrowth) => void) | undefined {
+  const unpack = roots.unpackGrowing;
+  return unpack && ((layer, growth) => unpack(layer, store.path(layer.digest), { tempPath: growth.path, shared: growth.shared }));
+}
+
+/** fetchLayers' hook that has a root applying layers ahead (LayersAhead) follow each as it downloads. */
+export function applyWhileDownloading(ahead: LayersAhead): (layer: Descriptor, growth: BlobGrowth) => void {
+  return (layer, growth) => ahead.growing(layer.digest, { tempPath: growth.path, shared: growth.shared });
+}
+
 export interface StepOutcome {
   exitCode: number;
   /** What the step changed; only when it succeeded. */
@@ -36,6 +50,11 @@ export interface StepOutcome {
 export interface BuildRoot {
   /** Puts a layer on top of the root. */
   addLayer(layer: LayerSource): Promise<void>;
+  /**
+   * Roots that apply layers in place (DirectoryRoot): starts applying the layers addLayer() will be
+   * given first, each as it becomes readable; undefined when layers given before are still to be taken.
+   */
+  applyAhead?(layers: readonly AheadLayer[], stored: (digest: string) => LayerSource): LayersAhead | undefined;
   /** Runs a step; on success its changes become part of the root and are returned. */
   run(step: StepProcess, image: ImageLookup): Promise<StepOutcome>;
   /** A VOLUME path: container isolation leaves it out of later snapshots, as kaniko does. */

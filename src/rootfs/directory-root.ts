@@ -52,8 +52,8 @@ export class DirectoryRoot implements BuildRoot {
    * Starts applying the layers the root will be asked for first, in their order, as each becomes
    * readable (see LayersAhead). `stored` opens a layer's blob in the store.
    */
-  applyAhead(layers: readonly AheadLayer[], stored: (digest: string) => LayerSource): LayersAhead {
-    if (this.ahead) throw new Error('internal error: layers are already being applied ahead to this root');
+  applyAhead(layers: readonly AheadLayer[], stored: (digest: string) => LayerSource): LayersAhead | undefined {
+    if (this.ahead) return undefined; // the ones given before are still to be taken
     this.ahead = new LayersAhead(layers, (layer, growing) => this.applyListed(stored(layer.digest), layer.size, growing));
     return this.ahead;
   }

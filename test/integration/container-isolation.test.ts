@@ -91,18 +91,25 @@ describe('container isolation', () => {
       'RUN test ! -e /opt/keep/b && test "$(ls -A /home/app)" = new && md5sum /big.bin > /big.md5 && echo run > /opt/keep/c',
     ].join('\n') + '\n');
     const target = `${registry.host}/out/layered:latest`;
-    const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace', `--destination=${target}`, '-v', 'debug'], { env: dockerEnv() });
-    assert.equal(run.code, 0, run.stderr);
-    assert.equal(run.stderr.match(/Applying base layer sha256:\w+ to \/ ahead of the first RUN/g)?.length, 3, run.stderr);
-    await docker(['pull', '-q', target]);
+    // Without the layer cache the stage's base is applied while the stage starts; with it (all
+    // misses here) when the first RUN needs the root, which then downloads the layers.
+    const cachedTarget = `${registry.host}/out/layered-cache:latest`;
+    for (const [dest, extra] of [[target, []], [cachedTarget, ['--cache=true', `--cache-repo=${registry.host}/out/layered-cache/cache`]]] as const) {
+      const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace',
+        `--destination=${dest}`, ...extra, '-v', 'debug'], { env: dockerEnv() });
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.stderr.match(/Applying base layer sha256:\w+ to \/ ahead of the first RUN/g)?.length, 3, run.stderr);
+      await docker(['pull', '-q', dest]);
+    }
     const dockerTag = 'kiln-test/layered-docker:latest';
     await docker(['build', '-q', '--network', 'host', '-t', dockerTag, ctx]);
     try {
-      const [kTree, dTree] = await Promise.all([dockerImageTree(target), dockerImageTree(dockerTag)]);
+      const [kTree, cTree, dTree] = await Promise.all([dockerImageTree(target), dockerImageTree(cachedTarget), dockerImageTree(dockerTag)]);
       assert.deepEqual(kTree, dTree);
+      assert.deepEqual(cTree, dTree);
       assert.equal(await docker(['run', '--rm', target, 'cat', '/big.md5']), await docker(['run', '--rm', layered, 'sh', '-c', 'md5sum /big.bin']));
     } finally {
-      await docker(['rmi', target, dockerTag, layered]);
+      await docker(['rmi', target, cachedTarget, dockerTag, layered]);
     }
   });
 

@@ -143,7 +143,8 @@ describe('DirectoryRoot.applyAhead', () => {
       assert.ok(bottom.size >= BIG, 'the bottom layer goes to a worker');
       await mkdir(join(dir, 'root'));
       const root = new DirectoryRoot({ path: join(dir, 'root'), isolation: 'chroot', workDir: join(dir, 'work'), ignored: ['kiln'], snapshotMode: 'full', extractRetries: 0 });
-      const ahead = root.applyAhead([bottom, top], (digest) => storedLayer(store, digest));
+      const ahead = root.applyAhead([bottom, top], (digest) => storedLayer(store, digest))!;
+      assert.equal(root.applyAhead([top], (digest) => storedLayer(store, digest)), undefined, 'one set of layers at a time');
       ahead.stored(top.digest); // the top arrives first: it must wait for the bottom
       ahead.stored(bottom.digest);
       const [bottomListing, topListing] = await Promise.all([ahead.listing(bottom.digest), ahead.listing(top.digest)]);
