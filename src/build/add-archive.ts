@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { GUNZIP_CHUNK_BYTES } from '../layer/decompress.js';
 import { extract, type Header } from 'tar-stream';
 import type { LayerEntry } from '../layer/layer-writer.js';
 import { MissingProgramError, ProgramFilter } from '../layer/program-filter.js';
@@ -156,7 +157,7 @@ function decompressed(path: string, compression: Compression): Readable {
   const file = createReadStream(path);
   if (compression === 'none') return file;
   if (compression === 'gzip') {
-    const gunzip = createGunzip();
+    const gunzip = createGunzip({ chunkSize: GUNZIP_CHUNK_BYTES });
     file.on('error', (e) => gunzip.destroy(e));
     gunzip.on('close', () => file.destroy()); // a reader that stops early closes the file too
     return file.pipe(gunzip);
