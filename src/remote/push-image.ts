@@ -56,10 +56,10 @@ async function pushOnce(image: BuiltImage, dest: ImageReference, session: Regist
   const blobs = [...image.manifest.layers, image.configDescriptor];
   options.early?.hurry();
   const slots = new Slots(PUSH_UPLOADS_AT_ONCE);
-  // A blob that an early upload is sending is waited for outside the slots, so the config does not
-  // queue behind the layers.
   /** Blobs not checked because the image the tag named before has them (EarlyUploads.lookAtDestinations). */
   const assumed: Descriptor[] = [];
+  // A blob that an early upload is sending is waited for outside the slots, so the config does not
+  // queue behind the layers.
   await Promise.all(blobs.map(async (blob) => {
     if (await options.early?.present(dest, blob.digest)) {
       log.debug(`blob ${blob.digest}: in the image ${referenceString(dest)} named before`);

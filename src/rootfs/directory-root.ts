@@ -53,7 +53,7 @@ export class DirectoryRoot implements BuildRoot {
    * readable (see LayersAhead). `stored` opens a layer's blob in the store.
    */
   applyAhead(layers: readonly AheadLayer[], stored: (digest: string) => LayerSource): LayersAhead | undefined {
-    if (this.ahead) return undefined; // the ones given before are still to be taken
+    if (this.ahead && !this.ahead.allTaken) return undefined; // the ones given before are still to be taken
     this.ahead = new LayersAhead(layers, (layer, growing) => this.applyListed(stored(layer.digest), layer.size, growing));
     return this.ahead;
   }

@@ -51,6 +51,11 @@ export class LayersAhead {
     });
   }
 
+  /** Whether the root has taken every layer given here. */
+  get allTaken(): boolean {
+    return this.taken === this.positions.length;
+  }
+
   /** The layer's download has a blob file that can be read as it grows (followed for big layers only). */
   growing(digest: string, growing: Growing): void {
     for (const p of this.at(digest)) {
