@@ -15,7 +15,7 @@ import { parseRunFlags } from './run-mount-spec.js';
 import { runMountKey } from './run-mounts.js';
 import { runArgv, runHistory } from './run-step.js';
 import type { StageEnvironment, StageImage } from './stage-environment.js';
-import type { StageCache } from './step-cache.js';
+import type { CacheableKind, StageCache } from './step-cache.js';
 
 /** The layer a step wrote, and its files (what a cache save stores). */
 export interface StepLayer {
@@ -47,11 +47,16 @@ export interface CachedStage {
   created: () => string;
 }
 
+/** What the cache may look an instruction up as (RUN; COPY and ADD; WORKDIR), if anything. */
+export function cacheableKind(ins: Instruction): CacheableKind | undefined {
+  return ins.kind === 'run' ? 'run' : ins.kind === 'copy' || ins.kind === 'add' ? 'copy' : ins.kind === 'workdir' ? 'workdir' : undefined;
+}
+
 export async function dispatchCached(ins: Instruction, cache: StageCache, stage: CachedStage): Promise<void> {
   const line = ins.node.startLine;
   const config = stage.image.config;
   let item: ChainItem;
-  let kind: 'run' | 'copy' | 'workdir';
+  let kind: CacheableKind;
   if (ins.kind === 'run') {
     kind = 'run';
     item = { line, text: runHistory(runArgv(ins, config.config.Shell ?? undefined), stage.stageArgs) };

@@ -22,7 +22,7 @@ import { snapshotLayerEntries } from '../snapshot/snapshot.js';
 import { resolveUser, runArgv, runEnv, runHistory, runScript } from './run-step.js';
 import { SquashedChanges } from './single-snapshot.js';
 import { StageCache } from './step-cache.js';
-import { dispatchCached, type CachedStage, type StepLayer } from './cached-steps.js';
+import { cacheableKind, dispatchCached, type CachedStage, type StepLayer } from './cached-steps.js';
 import { imageTime, type StageEnvironment, type StageImage } from './stage-environment.js';
 import { listingOf, withAncestors } from './layer-files.js';
 import {
@@ -82,7 +82,7 @@ export class StageBuilder {
 
   /** With --cache: the stage's coming instructions, whose cache entries are then asked for ahead. */
   lookAhead(instructions: readonly Instruction[]): void {
-    this.cache?.prefetch(instructions.map((i) => (i.kind === 'run' ? 'run' : i.kind === 'copy' || i.kind === 'add' ? 'copy' : i.kind === 'workdir' ? 'workdir' : undefined)));
+    this.cache?.prefetch(instructions.map(cacheableKind));
   }
 
   async dispatch(instruction: Instruction): Promise<void> {
