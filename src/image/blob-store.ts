@@ -247,11 +247,7 @@ export async function growsTo(growth: BlobGrowth, bytes: number): Promise<boolea
     const state = Atomics.load(view, GROWTH_STATE);
     if (Number(Atomics.load(view, GROWTH_WRITTEN)) >= bytes) return true;
     if (state !== 0n) return false;
-    const waited = waitAsync(view, GROWTH_CHANGES, changes, GROWTH_POLL_MS);
-    if (!waited.async) continue;
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([waited.value, new Promise((resolve) => { timer = setTimeout(resolve, GROWTH_POLL_MS); })]);
-    clearTimeout(timer);
+    await growthChange(view, changes);
   }
 }
 
@@ -316,15 +312,20 @@ function openGrowingFile(path: string, shared: SharedArrayBuffer, verify: { fina
         if (!stream.push(chunk)) return;
         continue;
       }
-      const waited = waitAsync(view, GROWTH_CHANGES, changes, GROWTH_POLL_MS);
-      if (!waited.async) continue;
-      // A pending waitAsync does not keep Node's event loop alive (a worker would exit): a timer does.
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([waited.value, new Promise((resolve) => { timer = setTimeout(resolve, GROWTH_POLL_MS); })]);
-      clearTimeout(timer);
+      await growthChange(view, changes);
     }
   }
   return stream;
+}
+
+/** Resolves once the growth's change count moves past `changes` (or GROWTH_POLL_MS pass: a missed wake-up costs no more). */
+async function growthChange(view: BigInt64Array, changes: bigint): Promise<void> {
+  const waited = waitAsync(view, GROWTH_CHANGES, changes, GROWTH_POLL_MS);
+  if (!waited.async) return;
+  // A pending waitAsync does not keep Node's event loop alive (a worker would exit): a timer does.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([waited.value, new Promise((resolve) => { timer = setTimeout(resolve, GROWTH_POLL_MS); })]);
+  clearTimeout(timer);
 }
 
 export function sha256Digest(data: Buffer): string {
