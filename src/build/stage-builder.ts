@@ -261,7 +261,7 @@ export class StageBuilder {
     for (const ready of local) ready.catch((e: unknown) => ahead?.abandon(e)); // awaited in order below
     for (const [i, layer] of this.rootLayers.entries()) {
       await local[i];
-      await root.addLayer(storedLayer(this.env.store, layer.digest));
+      await root.addLayer(storedLayer(store, layer.digest));
     }
     this.root = root;
     return root;

@@ -31,7 +31,7 @@ export interface DirectoryRootOptions {
 export class DirectoryRoot implements BuildRoot {
   private index?: TreeIndex;
   private readonly volumes: string[] = [];
-  /** The first layers, applied before the root was asked for (container isolation's base layers). */
+  /** Layers being applied as they become readable, which addLayer() takes in order (see applyAhead). */
   private ahead?: LayersAhead;
 
   constructor(private readonly options: DirectoryRootOptions) {
@@ -62,7 +62,7 @@ export class DirectoryRoot implements BuildRoot {
   private async applyListed(layer: LayerSource, size: number, growing?: Growing): Promise<LayerListing | undefined> {
     const { path: root, extractRetries } = this.options;
     const ignored = this.ignored();
-    log.debug(`Applying base layer ${layer.digest} to ${root} ahead of the first RUN${growing ? ', as it downloads' : ''}`);
+    log.debug(`Applying layer ${layer.digest} to ${root} for the stage's first RUN${growing ? ', as it downloads' : ''}`);
     if (growing) {
       return extractInWorker({ path: layer.path!, digest: layer.digest, growing, root, whiteouts: 'apply', layerName: layer.digest, ignored });
     }

@@ -1,7 +1,8 @@
-// Container isolation: a stage's base layers applied onto "/" in their order while they download,
-// rather than at the stage's first RUN, after the last byte of the last one. Each layer is read
-// once: its listing comes from the same pass. The root then takes them as applied (DirectoryRoot).
-// Only the first stage to use "/" can be given its layers ahead: a later one finds it in use.
+// A DirectoryRoot's layers applied in their order, each as soon as it is readable (a big one from its
+// growing download), rather than each after the last byte of all of them. Container isolation gives
+// the first stage that RUNs its base this way while the stage starts (RootFactory.applyAhead), each
+// layer read once with its listing from the same pass; any other RUN root, with the layer cache too,
+// gets its layers so when it is made (StageBuilder.buildRoot). The root takes them as applied.
 import type { LayerListing } from '../cache/layer-listing.js';
 import { WORKER_MIN_BYTES, type ExtractJob } from './extract-in-worker.js';
 

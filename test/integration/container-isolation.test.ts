@@ -98,7 +98,7 @@ describe('container isolation', () => {
       const run = await runCommand('docker', ['run', '--rm', '--network', 'host', '-v', `${ctx}:/workspace`, KILN_IMAGE, '--context=dir:///workspace',
         `--destination=${dest}`, ...extra, '-v', 'debug'], { env: dockerEnv() });
       assert.equal(run.code, 0, run.stderr);
-      assert.equal(run.stderr.match(/Applying base layer sha256:\w+ to \/ ahead of the first RUN/g)?.length, 3, run.stderr);
+      assert.equal(run.stderr.match(/Applying layer sha256:\w+ to \/ for the stage's first RUN/g)?.length, 3, run.stderr);
       await docker(['pull', '-q', dest]);
     }
     const dockerTag = 'kiln-test/layered-docker:latest';
