@@ -1,8 +1,8 @@
 /*
- * `kiln-sandbox scan ROOT [--ignore PATH]... [--threads N]`: the lstat walk of a walk snapshot
- * (src/snapshot/native-scan.ts reads it), in C because Node.js's per-call overhead costs more than
- * the system calls on a 100k-file root, and in up to SCAN_THREADS threads because the system calls
- * alone are still about 3 us per entry.
+ * `kiln-sandbox scan ROOT [--ignore PATH]... [--threads N] [--details]`: the lstat walk of a walk
+ * snapshot or of an overlay upper directory (src/snapshot/native-scan.ts reads it), in C because
+ * Node.js's per-call overhead costs more than the system calls on a 100k-file root, and in up to
+ * SCAN_THREADS threads because the system calls alone are still about 3 us per entry.
  * The output is blocks laid out as the reader's arrays are, so that it copies them whole instead of
  * parsing entry by entry; all in host byte order:
  *   u32 count (1..SCAN_BLOCK_ENTRIES), u32 path bytes in the block,
@@ -11,6 +11,8 @@
  *   count x u32: where each path ends, counted in path bytes since the start of the output
  *   the paths, relative to ROOT ("a/b"), back to back
  * and last an end block: u32 0, u32 0, u32 count of names skipped for not being UTF-8.
+ * --details adds 2 doubles per entry after the 9: the device number (st_rdev, for overlayfs's whiteout
+ * devices) and 1 when the entry has extended attributes (llistxattr), else 0.
  * The doubles are those of Node.js's lstat (a time is sec * 1000 + nsec / 1e6 in doubles; sec * 1000
  * is exact, so a fused multiply-add rounds the same), so indexes from either walker compare exactly.
  * Symlinks are never followed; ignored paths (exact root-relative matches: what is below one is never
@@ -31,6 +33,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include "sandbox-scan.h"
 
@@ -39,17 +42,20 @@
 #define SCAN_BLOCK_ENTRIES 4096
 #define SCAN_BLOCK_BYTES (1 << 18)
 #define SCAN_FIELDS 9
+#define SCAN_DETAIL_FIELDS 11
 
 /* One thread's walk: its current path and the block it fills. */
 struct scan {
   char path[SCAN_PATH_MAX + NAME_MAX + 2];
   uint32_t count, nbytes;
-  double numbers[SCAN_BLOCK_ENTRIES * SCAN_FIELDS];
+  double numbers[SCAN_BLOCK_ENTRIES * SCAN_DETAIL_FIELDS];
   uint32_t hashes[SCAN_BLOCK_ENTRIES];
   uint32_t ends[SCAN_BLOCK_ENTRIES];
   unsigned char bytes[SCAN_BLOCK_BYTES];
-  unsigned char out[8 + SCAN_BLOCK_ENTRIES * (SCAN_FIELDS * 8 + 8) + SCAN_BLOCK_BYTES];
+  unsigned char out[8 + SCAN_BLOCK_ENTRIES * (SCAN_DETAIL_FIELDS * 8 + 8) + SCAN_BLOCK_BYTES];
   unsigned long skipped;
+  /* --details: the root, a slash, then the entry's path (llistxattr takes a whole path). */
+  char *full;
 };
 
 /* A directory handed to an idle thread: its open descriptor and its path. */
@@ -67,6 +73,9 @@ static struct {
   char **ignored;
   size_t *ignored_len;
   int nignored;
+  int fields; /* SCAN_FIELDS, or SCAN_DETAIL_FIELDS with --details */
+  const char *root;
+  size_t root_len;
   uint64_t written_bytes; /* path bytes of the blocks written so far (under out_lock) */
 } scan_shared = {.lock = PTHREAD_MUTEX_INITIALIZER, .out_lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
@@ -94,7 +103,7 @@ static void scan_flush(struct scan *s) {
   unsigned char *o = s->out;
   o = put(o, &s->count, 4);
   o = put(o, &s->nbytes, 4);
-  o = put(o, s->numbers, s->count * SCAN_FIELDS * sizeof(double));
+  o = put(o, s->numbers, s->count * (size_t)scan_shared.fields * sizeof(double));
   o = put(o, s->hashes, s->count * 4);
   o = put(o, s->ends, s->count * 4);
   o = put(o, s->bytes, s->nbytes);
@@ -131,7 +140,7 @@ static int scan_ignored(const struct scan *s, size_t len) {
 
 static void scan_record(struct scan *s, size_t len, const struct stat *st) {
   if (s->count == SCAN_BLOCK_ENTRIES || s->nbytes + len > SCAN_BLOCK_BYTES) scan_flush(s);
-  double *f = s->numbers + s->count * SCAN_FIELDS;
+  double *f = s->numbers + s->count * (size_t)scan_shared.fields;
   f[0] = (double)(st->st_mode & S_IFMT);
   f[1] = (double)(st->st_mode & 07777);
   f[2] = (double)st->st_uid;
@@ -141,6 +150,13 @@ static void scan_record(struct scan *s, size_t len, const struct stat *st) {
   f[6] = (double)st->st_ctim.tv_sec * 1000 + (double)st->st_ctim.tv_nsec / 1000000;
   f[7] = (double)st->st_ino;
   f[8] = (double)st->st_nlink;
+  if (scan_shared.fields == SCAN_DETAIL_FIELDS) {
+    f[9] = (double)st->st_rdev;
+    memcpy(s->full + scan_shared.root_len + 1, s->path, len);
+    s->full[scan_shared.root_len + 1 + len] = 0;
+    /* Gone meanwhile, or a file system without xattrs: none to read. */
+    f[10] = llistxattr(s->full, NULL, 0) > 0 ? 1 : 0;
+  }
   uint32_t h = 0x811c9dc5u;
   for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s->path[i]) * 0x01000193u;
   s->hashes[s->count] = h;
@@ -247,6 +263,12 @@ static unsigned long scan_tree(int fd, int nthreads) {
   for (int i = 0; i < nthreads; i++) {
     walks[i] = calloc(1, sizeof **walks);
     if (!walks[i]) die("scan: out of memory");
+    if (scan_shared.fields == SCAN_DETAIL_FIELDS) {
+      walks[i]->full = malloc(scan_shared.root_len + 1 + sizeof walks[i]->path);
+      if (!walks[i]->full) die("scan: out of memory");
+      memcpy(walks[i]->full, scan_shared.root, scan_shared.root_len);
+      walks[i]->full[scan_shared.root_len] = '/';
+    }
   }
   for (int i = 1; i < nthreads; i++) {
     int err = pthread_create(&threads[i], NULL, scan_worker, walks[i]);
@@ -269,7 +291,11 @@ int scan_main(int argc, char **argv) {
   scan_shared.ignored = calloc((size_t)argc, sizeof *scan_shared.ignored);
   scan_shared.ignored_len = calloc((size_t)argc, sizeof *scan_shared.ignored_len);
   if (!scan_shared.ignored || !scan_shared.ignored_len) die("scan: out of memory");
+  scan_shared.fields = SCAN_FIELDS;
+  scan_shared.root = argv[0];
+  scan_shared.root_len = strlen(argv[0]);
   for (int i = 1; i < argc; i += 2) {
+    if (!strcmp(argv[i], "--details")) { scan_shared.fields = SCAN_DETAIL_FIELDS; i--; continue; }
     if (i + 1 >= argc) die("scan: %s needs a value", argv[i]);
     if (!strcmp(argv[i], "--threads")) { nthreads = (int)parse_id(argv[i + 1], "thread count"); continue; }
     if (strcmp(argv[i], "--ignore")) die("scan: unknown option %s", argv[i]);

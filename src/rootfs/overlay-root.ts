@@ -137,7 +137,7 @@ export class OverlayRoot implements BuildRoot {
         return { exitCode };
       }
       const started = performance.now();
-      const snapshot = snapshotUpperDir(join(work, upper));
+      const snapshot = await snapshotUpperDir(join(work, upper));
       const snapshotMs = performance.now() - started;
       this.layers.push(upper);
       this.lastUpper = upper;

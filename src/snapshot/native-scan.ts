@@ -5,11 +5,19 @@
 import { spawn } from 'node:child_process';
 import { endianness } from 'node:os';
 import { sandboxBinary } from '../isolation/sandbox-binary.js';
+import { log } from '../log/logger.js';
 import { FIELDS } from './tree-walk.js';
 
-/** The entries of a walk: paths as UTF-8 bytes back to back, and FIELDS numbers per path. */
+/** `scan --details` adds two numbers per path after FIELDS: the device number, and 1 when it has xattrs. */
+export const DETAIL_FIELDS = FIELDS + 2;
+export const RDEV_FIELD = FIELDS;
+export const XATTRS_FIELD = FIELDS + 1;
+
+/** The entries of a walk: paths as UTF-8 bytes back to back, and `fields` numbers per path. */
 export interface WalkEntries {
   count: number;
+  /** Numbers per path: FIELDS, or DETAIL_FIELDS for a scan with details. */
+  fields: number;
   /** Path i is bytes[starts[i] .. starts[i + 1]). */
   bytes: Buffer;
   starts: Uint32Array;
@@ -34,7 +42,11 @@ export class EntriesBuilder {
   private bytes = Buffer.allocUnsafe(1 << 16);
   private starts = new Uint32Array(4097);
   private hashes = new Uint32Array(4096);
-  numbers = new Float64Array(4096 * FIELDS);
+  numbers: Float64Array;
+
+  constructor(private readonly fields = FIELDS) {
+    this.numbers = new Float64Array(4096 * fields);
+  }
 
   /** Room for `entries` more entries and `pathBytes` more path bytes. */
   private reserve(entries: number, pathBytes: number): void {
@@ -47,11 +59,11 @@ export class EntriesBuilder {
       const length = Math.max(this.hashes.length * 2, this.count + entries);
       this.starts = grow(this.starts, length + 1);
       this.hashes = grow(this.hashes, length);
-      this.numbers = grow(this.numbers, length * FIELDS);
+      this.numbers = grow(this.numbers, length * this.fields);
     }
   }
 
-  /** Adds a path (UTF-8) and returns its slot; the caller writes numbers[slot * FIELDS ..]. */
+  /** Adds a path (UTF-8) and returns its slot; the caller writes numbers[slot * fields ..]. */
   add(path: Buffer): number {
     this.reserve(1, path.length);
     path.copy(this.bytes, this.used);
@@ -65,7 +77,7 @@ export class EntriesBuilder {
   addBlock(block: Buffer, count: number, pathBytes: number): void {
     this.reserve(count, pathBytes);
     let at = 8;
-    at = copyInto(block, at, count * FIELDS * 8, this.numbers, this.count * FIELDS);
+    at = copyInto(block, at, count * this.fields * 8, this.numbers, this.count * this.fields);
     at = copyInto(block, at, count * 4, this.hashes, this.count);
     at = copyInto(block, at, count * 4, this.starts, this.count + 1);
     block.copy(this.bytes, this.used, at, at + pathBytes);
@@ -78,8 +90,8 @@ export class EntriesBuilder {
   finish(skipped: number): WalkEntries {
     const { count } = this;
     return {
-      count, bytes: this.bytes.subarray(0, this.used), starts: this.starts.subarray(0, count + 1),
-      hashes: this.hashes.subarray(0, count), numbers: this.numbers.subarray(0, count * FIELDS), skipped,
+      count, fields: this.fields, bytes: this.bytes.subarray(0, this.used), starts: this.starts.subarray(0, count + 1),
+      hashes: this.hashes.subarray(0, count), numbers: this.numbers.subarray(0, count * this.fields), skipped,
     };
   }
 }
@@ -96,8 +108,6 @@ function copyInto(src: Buffer, at: number, length: number, to: Uint32Array | Flo
   return at + length;
 }
 
-/** Bytes of a block of `count` entries besides its header and path bytes. */
-const PER_ENTRY = FIELDS * 8 + 4 + 4;
 /** The scanner writes in host byte order, as typed arrays read. */
 const LITTLE = endianness() === 'LE';
 
@@ -105,11 +115,18 @@ const u32 = (buf: Buffer, at: number): number => (LITTLE ? buf.readUInt32LE(at) 
 
 /** Turns the scanner's output into entries block by block as chunks arrive. */
 export class ScanParser {
-  private readonly entries = new EntriesBuilder();
+  private readonly entries: EntriesBuilder;
+  /** Bytes of a block's entry besides the block's header and path bytes. */
+  private readonly perEntry: number;
   private chunks: Buffer[] = [];
   private buffered = 0;
   /** Set by the end block: output that lacks it was cut short. */
   private skipped: number | undefined;
+
+  constructor(fields = FIELDS) {
+    this.entries = new EntriesBuilder(fields);
+    this.perEntry = fields * 8 + 4 + 4;
+  }
 
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
@@ -120,7 +137,7 @@ export class ScanParser {
       const head = this.chunks[0]!;
       const count = u32(head, 0);
       const pathBytes = u32(head, 4);
-      const size = count === 0 ? 12 : 8 + count * PER_ENTRY + pathBytes;
+      const size = count === 0 ? 12 : 8 + count * this.perEntry + pathBytes;
       // Chunks are joined once the block is whole, not as each arrives.
       if (this.buffered < size) return;
       const buf = this.chunks.length === 1 ? head : Buffer.concat(this.chunks, this.buffered);
@@ -142,10 +159,37 @@ export class ScanParser {
 /** kiln-sandbox could not run a scan at all (missing, not executable, or built before `scan` existed). */
 export class ScannerUnavailable extends Error {}
 
+/** kiln-sandbox binaries that cannot scan: not tried again in this process. */
+const unavailable = new Set<string>();
+
+/**
+ * `scan(binary)` by kiln-sandbox, or `fallback()` (the Node.js walk) when it is not built, cannot
+ * scan, fails, or KILN_NATIVE_SCAN=0 asks for the fallback.
+ */
+export async function scanOrWalk<T>(scan: (binary: string) => Promise<T>, fallback: () => T | Promise<T>): Promise<T> {
+  let binary: string | undefined;
+  try {
+    if (process.env['KILN_NATIVE_SCAN'] !== '0') binary = sandboxBinary();
+  } catch {
+    // Not built (a checkout without a C compiler): nothing to warn about twice.
+  }
+  if (binary !== undefined && !unavailable.has(binary)) {
+    try {
+      return await scan(binary);
+    } catch (e) {
+      if (e instanceof ScannerUnavailable) unavailable.add(binary);
+      log.warn(`kiln-sandbox scan failed (${(e as Error).message}): this snapshot uses the slower Node.js walk`);
+    }
+  }
+  return fallback();
+}
+
 export interface ScanOptions {
   binary?: string;
   /** Threads of the walk (default: one per CPU, at most 4). */
   threads?: number;
+  /** DETAIL_FIELDS numbers per path instead of FIELDS (the device number, whether it has xattrs). */
+  details?: boolean;
 }
 
 /** Every path under root but ignored ones (root-relative, see isIgnored), by kiln-sandbox. */
@@ -153,8 +197,9 @@ export function nativeScan(root: string, ignored: readonly string[], options: Sc
   return new Promise((resolve, reject) => {
     const args = ['scan', root, ...ignored.flatMap((p) => ['--ignore', p])];
     if (options.threads) args.push('--threads', String(options.threads));
+    if (options.details) args.push('--details');
     const child = spawn(options.binary ?? sandboxBinary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const parser = new ScanParser();
+    const parser = new ScanParser(options.details ? DETAIL_FIELDS : FIELDS);
     let failure: Error | undefined;
     let stderr = '';
     // Not started: 'close' may never come.

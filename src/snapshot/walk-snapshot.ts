@@ -4,8 +4,7 @@
 import { lstatSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { log } from '../log/logger.js';
-import { sandboxBinary } from '../isolation/sandbox-binary.js';
-import { EntriesBuilder, hashBytes, nativeScan, ScannerUnavailable, type WalkEntries } from './native-scan.js';
+import { EntriesBuilder, hashBytes, nativeScan, scanOrWalk, type WalkEntries } from './native-scan.js';
 import { entryFromDisk, type Snapshot } from './snapshot.js';
 import { FIELDS, walkTree, type WalkResult } from './tree-walk.js';
 
@@ -73,6 +72,7 @@ export class TreeIndex {
 
   /** From kiln-sandbox scan. */
   static fromEntries(entries: WalkEntries): TreeIndex {
+    if (entries.fields !== FIELDS) throw new Error(`internal error: a tree index takes ${FIELDS} numbers per path, not ${entries.fields}`);
     return new TreeIndex(entries);
   }
 
@@ -158,30 +158,16 @@ function differs(x: Float64Array, i: number, y: Float64Array, j: number, mode: S
   return redo || x[i + CTIME] !== y[j + CTIME] || x[i + INO] !== y[j + INO];
 }
 
-/** kiln-sandbox binaries that cannot scan: not tried again in this process. */
-const unavailable = new Set<string>();
-
 /**
  * Every path under root (relative, "a/b"), but ignored ones (and what is below them). kiln-sandbox
  * scan walks; the Node.js walk is the fallback (KILN_NATIVE_SCAN=0 forces it). Both give the same
  * numbers, so an index from one compares exactly with an index from the other.
  */
 export async function indexTree(root: string, ignored: readonly string[]): Promise<TreeIndex> {
-  let binary: string | undefined;
-  try {
-    if (process.env['KILN_NATIVE_SCAN'] !== '0') binary = sandboxBinary();
-  } catch {
-    // Not built (a checkout without a C compiler): nothing to warn about twice.
-  }
-  if (binary !== undefined && !unavailable.has(binary)) {
-    try {
-      return TreeIndex.fromEntries(await nativeScan(root, ignored, { binary }));
-    } catch (e) {
-      if (e instanceof ScannerUnavailable) unavailable.add(binary);
-      log.warn(`kiln-sandbox scan failed (${(e as Error).message}): this snapshot uses the slower Node.js walk`);
-    }
-  }
-  return TreeIndex.from(await walkTree(root, ignored));
+  return scanOrWalk(
+    async (binary) => TreeIndex.fromEntries(await nativeScan(root, ignored, { binary })),
+    async () => TreeIndex.from(await walkTree(root, ignored)),
+  );
 }
 
 /** What changed between two indexes of the same root; `after` is the state on disk now. */

@@ -8,8 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { setAttribute } from 'fs-xattr';
 import { diffTrees, indexTree, TreeIndex } from '../../src/snapshot/walk-snapshot.js';
 import { FIELDS, walkTree } from '../../src/snapshot/tree-walk.js';
-import { nativeScan, ScanParser } from '../../src/snapshot/native-scan.js';
-import { snapshotUpperDir } from '../../src/snapshot/upper-snapshot.js';
+import { DETAIL_FIELDS, nativeScan, ScanParser } from '../../src/snapshot/native-scan.js';
+import { snapshotUpperDir, walkUpperDir } from '../../src/snapshot/upper-snapshot.js';
 import { snapshotLayerEntries } from '../../src/snapshot/snapshot.js';
 import { makeNodes, sandboxBinary } from '../../src/isolation/sandbox-binary.js';
 
@@ -231,12 +231,53 @@ describe('overlay upper snapshots', () => {
     await makeNodes([{ type: 'char', mode: 0, major: 0, minor: 0, path: join(upper, 'etc/deleted') }]);
     await setAttribute(join(upper, 'etc/opaque'), 'trusted.overlay.opaque', Buffer.from('y'));
     await setAttribute(join(upper, 'etc/file'), 'security.capability', CAP_NET_RAW);
-    const snap = snapshotUpperDir(upper);
+    const snap = await snapshotUpperDir(upper);
     assert.deepEqual(snap.whiteouts, ['etc/deleted']);
     assert.deepEqual(snap.opaque, ['etc/opaque']);
     const file = snap.entries.find((e) => e.path === 'etc/file')!;
     assert.deepEqual(file.xattrs, { 'security.capability': CAP_NET_RAW });
     assert.equal(snap.entries.find((e) => e.path === 'etc/file2')!.type, 'hardlink');
     assert.equal(snap.entries.find((e) => e.path === 'etc/opaque')!.xattrs, undefined, 'overlay xattrs stay out of layers');
+  });
+
+  it('gives the same snapshot, in the same order, from kiln-sandbox scan as from the Node.js walk', async () => {
+    const upper = join(dir, 'upper-both');
+    // Names whose order differs between a plain sort of whole paths and the walk's (a/b before a-b).
+    for (const d of ['a/b/c', 'a-b', 'a.d/x', 'Z', 'é/ü', 'opaque/inner']) await mkdir(join(upper, d), { recursive: true });
+    for (const f of ['a/b/c/f', 'a-b/f', 'a.d/x/f', 'a/0', 'Z/f', 'é/ü/ß', 'opaque/inner/f', 'top']) await writeFile(join(upper, f), f);
+    await link(join(upper, 'a/0'), join(upper, 'Z/hard'));
+    await link(join(upper, 'a/0'), join(upper, 'a-b/hard'));
+    await symlink('../top', join(upper, 'a/link'));
+    await chmod(join(upper, 'top'), 0o4755);
+    await makeNodes([
+      { type: 'char', mode: 0, major: 0, minor: 0, path: join(upper, 'a/b/gone') },
+      { type: 'char', mode: 0o666, major: 1, minor: 3, path: join(upper, 'a/null') },
+      { type: 'block', mode: 0o660, major: 7, minor: 1, path: join(upper, 'a/loop1') },
+      { type: 'fifo', mode: 0o644, major: 0, minor: 0, path: join(upper, 'a.d/fifo') },
+    ]);
+    await setAttribute(join(upper, 'opaque'), 'trusted.overlay.opaque', Buffer.from('y'));
+    await setAttribute(join(upper, 'a/b'), 'user.note', Buffer.from('kept'));
+    await setAttribute(join(upper, 'top'), 'security.capability', CAP_NET_RAW);
+    // The scan runs here (it would fall back to the walk without kiln-sandbox, and compare nothing).
+    const details = await nativeScan(upper, [], { details: true });
+    assert.equal(details.fields, DETAIL_FIELDS);
+    let scanned!: Awaited<ReturnType<typeof snapshotUpperDir>>;
+    await withWalker('native', async () => { scanned = await snapshotUpperDir(upper); });
+    assert.deepEqual(scanned, walkUpperDir(upper));
+    // The walk's order is not a plain sort of the paths, and every kind of entry is there.
+    const paths = scanned.entries.map((e) => e.path);
+    assert.ok(paths.indexOf('a/b/c/f') < paths.indexOf('a-b'), paths.join(' '));
+    assert.deepEqual(scanned.whiteouts, ['a/b/gone']);
+    assert.deepEqual(scanned.opaque, ['opaque']);
+    const of = (p: string) => scanned.entries.find((e) => e.path === p)!;
+    assert.deepEqual([of('a/null').type, of('a/null').devmajor, of('a/null').devminor], ['char', 1, 3]);
+    assert.deepEqual([of('a/loop1').type, of('a/loop1').devmajor, of('a/loop1').devminor], ['block', 7, 1]);
+    // "Z" sorts before "a": the first of the three names carries the content.
+    assert.equal(of('Z/hard').type, 'file');
+    assert.deepEqual([of('a/0').type, of('a/0').linkname, of('a-b/hard').linkname], ['hardlink', 'Z/hard', 'Z/hard']);
+    assert.deepEqual(of('a/b').xattrs, { 'user.note': Buffer.from('kept') });
+    assert.deepEqual(of('top').xattrs, { 'security.capability': CAP_NET_RAW });
+    assert.equal(of('top').mode, 0o4755);
+    assert.equal(of('a/link').linkname, '../top');
   });
 });
