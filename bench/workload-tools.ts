@@ -11,6 +11,7 @@ import { dockerEnv, mustRun, runCommand } from '../test/helpers/exec.js';
 import { buildKilnTestImage } from '../test/helpers/kiln-image.js';
 import { kilnBin } from '../test/helpers/paths.js';
 import { dockerCpuSeconds, measured, onInterrupt, type Usage } from './common.js';
+import { floorTool } from './floor.js';
 
 const TIMEOUT_MS = 1_800_000;
 
@@ -28,7 +29,8 @@ export interface Built {
   startupSeconds?: number;
 }
 
-export interface BuildTool { id: string; name: string; build(request: BuildRequest): Promise<Built>; }
+/** build() resolves undefined when the tool has nothing to measure for the workload (the floor, for most). */
+export interface BuildTool { id: string; name: string; build(request: BuildRequest): Promise<Built | undefined>; dispose?(): Promise<void>; }
 
 function check(what: string, r: { code: number; stderr: string; stdout: string }): void {
   if (r.code !== 0) throw new Error(`${what} failed (${r.code}):\n${(r.stderr + r.stdout).slice(-4000)}`);
@@ -173,5 +175,8 @@ export async function availableTools(): Promise<BuildTool[]> {
     }
     tools.push(executorImage('kiln-image', 'kiln in its image', KILN_IMAGE, await startupOf(KILN_IMAGE)));
   }
+  // Not a builder: what a workload's RUN costs with no builder at all (bench/floor.ts).
+  if ((await runCommand('skopeo', ['--version']).catch(() => ({ code: 1 }))).code === 0) tools.push(floorTool());
+  else console.log('floor skipped: skopeo not installed');
   return tools;
 }
