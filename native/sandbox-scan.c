@@ -294,13 +294,14 @@ int scan_main(int argc, char **argv) {
   scan_shared.fields = SCAN_FIELDS;
   scan_shared.root = argv[0];
   scan_shared.root_len = strlen(argv[0]);
-  for (int i = 1; i < argc; i += 2) {
-    if (!strcmp(argv[i], "--details")) { scan_shared.fields = SCAN_DETAIL_FIELDS; i--; continue; }
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--details")) { scan_shared.fields = SCAN_DETAIL_FIELDS; continue; }
     if (i + 1 >= argc) die("scan: %s needs a value", argv[i]);
-    if (!strcmp(argv[i], "--threads")) { nthreads = (int)parse_id(argv[i + 1], "thread count"); continue; }
-    if (strcmp(argv[i], "--ignore")) die("scan: unknown option %s", argv[i]);
-    scan_shared.ignored[scan_shared.nignored] = argv[i + 1];
-    scan_shared.ignored_len[scan_shared.nignored++] = strlen(argv[i + 1]);
+    char *value = argv[++i];
+    if (!strcmp(argv[i - 1], "--threads")) { nthreads = (int)parse_id(value, "thread count"); continue; }
+    if (strcmp(argv[i - 1], "--ignore")) die("scan: unknown option %s", argv[i - 1]);
+    scan_shared.ignored[scan_shared.nignored] = value;
+    scan_shared.ignored_len[scan_shared.nignored++] = strlen(value);
   }
   if (nthreads < 1 || nthreads > SCAN_THREADS) nthreads = nthreads < 1 ? 1 : SCAN_THREADS;
   /* One descriptor per level of depth is open: allow as many as the hard limit does. */
