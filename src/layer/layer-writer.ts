@@ -3,7 +3,7 @@
 // of the tar) and the digest (sha256 of the compressed blob) computed in the same streaming pass.
 // File contents are streamed from disk, so memory does not grow with the layer.
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,6 +11,8 @@ import type { BlobGrowth, BlobStore } from '../image/blob-store.js';
 import { MediaType, type Descriptor } from '../image/types.js';
 import { orderEntries } from './layer-entries.js';
 import { createParallelGzip } from './parallel-gzip.js';
+import { changedError, readSmallFileInto } from './small-file.js';
+import { AHEAD_MIN_FILES, SmallFilesAhead } from './small-files-ahead.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar-format.js';
 import { createZstdCompressor, DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from './zstd.js';
 
@@ -124,7 +126,22 @@ const SMALL_FILE = 256 << 10;
 /** Small pieces (headers, small files, padding) are handed on in batches of about this size. */
 const BATCH = 256 << 10;
 
+/** A file read whole from its source, as SmallFilesAhead can read it (its size known, not inline). */
+function readWhole(entry: LayerEntry): entry is LayerEntry & { source: string; size: number } {
+  return entry.type === 'file' && !entry.content && entry.source !== undefined && entry.size !== undefined && entry.size > 0 && entry.size <= SMALL_FILE;
+}
+
 async function* tarStream(entries: readonly LayerEntry[]): AsyncGenerator<Buffer> {
+  const small = entries.filter(readWhole);
+  const ahead = small.length >= AHEAD_MIN_FILES ? new SmallFilesAhead(small) : undefined;
+  try {
+    yield* tarPieces(entries, ahead);
+  } finally {
+    ahead?.close();
+  }
+}
+
+async function* tarPieces(entries: readonly LayerEntry[], ahead: SmallFilesAhead | undefined): AsyncGenerator<Buffer> {
   let batch: Buffer[] = [];
   let batched = 0;
   const add = (piece: Buffer): void => {
@@ -142,6 +159,7 @@ async function* tarStream(entries: readonly LayerEntry[]): AsyncGenerator<Buffer
     add(encodeHeader(headerFor(entry, size)));
     if (entry.type === 'file' && size > 0) {
       if (entry.content) add(entry.content);
+      else if (ahead && readWhole(entry)) add(await ahead.next());
       else if (size <= SMALL_FILE) add(readSmallFile(entry, size));
       else {
         yield take();
@@ -163,22 +181,9 @@ async function contentSize(entry: LayerEntry): Promise<number> {
 /** A small file's bytes, which must number exactly `size` (one byte more is asked for, to see a file that grew). */
 function readSmallFile(entry: LayerEntry, size: number): Buffer {
   const buffer = Buffer.allocUnsafe(size + 1);
-  const fd = openSync(entry.source!, 'r');
-  let seen = 0;
-  try {
-    for (let n = -1; n !== 0 && seen <= size;) {
-      n = readSync(fd, buffer, seen, buffer.length - seen, null);
-      seen += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  if (seen !== size) throw changedError(entry, size, seen);
+  const seen = readSmallFileInto(entry.source!, size, buffer, 0);
+  if (seen !== size) throw changedError(entry.source!, entry.path, size, seen);
   return buffer.subarray(0, size);
-}
-
-function changedError(entry: LayerEntry, size: number, seen: number): Error {
-  return new Error(`${entry.source} (${entry.path} in the layer) changed while being written: expected ${size} bytes, found ${seen > size ? 'more' : seen}`);
 }
 
 /** The source file's bytes, which must number exactly `size`: the header announcing them is already written. */
@@ -189,7 +194,7 @@ async function* fileContent(entry: LayerEntry, size: number): AsyncGenerator<Buf
     if (seen > size) break;
     yield chunk;
   }
-  if (seen !== size) throw changedError(entry, size, seen);
+  if (seen !== size) throw changedError(entry.source!, entry.path, size, seen);
 }
 
 function headerFor(entry: LayerEntry, size: number): TarHeader {
