@@ -70,10 +70,13 @@ export function encodeHeader(header: TarHeader): Buffer {
   return Buffer.concat([paxBlock, records, padding(records.length), block]);
 }
 
-/** Zero bytes that round `size` bytes of content up to a whole block. */
+/** One block of zeros that every padding is a view of: a layer of 100k files made as many buffers. */
+const ZEROS = Buffer.alloc(BLOCK_SIZE);
+
+/** Zero bytes that round `size` bytes of content up to a whole block (read-only: a shared view). */
 export function padding(size: number): Buffer {
   const rest = size % BLOCK_SIZE;
-  return Buffer.alloc(rest === 0 ? 0 : BLOCK_SIZE - rest);
+  return ZEROS.subarray(0, rest === 0 ? 0 : BLOCK_SIZE - rest);
 }
 
 /** PAX records ("<len> <key>=<value>\n", len counting itself), sorted by key; values are raw bytes. */
@@ -102,7 +105,8 @@ interface UstarFields {
 }
 
 function ustarBlock(f: UstarFields): Buffer {
-  const block = Buffer.alloc(BLOCK_SIZE);
+  // From Node's shared pool, zeroed: Buffer.alloc would make an ArrayBuffer per header.
+  const block = Buffer.allocUnsafe(BLOCK_SIZE).fill(0);
   block.write(ustarString(f.name), 0, NAME_LEN, 'latin1');
   writeOctal(block, 100, 8, f.mode);
   writeOctal(block, 108, 8, f.uid);
@@ -123,9 +127,16 @@ function ustarBlock(f: UstarFields): Buffer {
   return block;
 }
 
-/** A zero-padded octal number filling the field but for its NUL terminator. */
+/** A zero-padded octal number filling the field but for its NUL terminator (the value fits: see encodeHeader). */
 function writeOctal(block: Buffer, offset: number, width: number, value: number): void {
-  block.write(value.toString(8).padStart(width - 1, '0') + '\0', offset, width, 'latin1');
+  // Digit by digit, not through a string: seven fields in each of a layer's headers. Division, not
+  // shifts: sizes and times use 11 digits, more than 32 bits.
+  let rest = value;
+  for (let at = offset + width - 2; at >= offset; at--) {
+    block[at] = 0x30 + (rest % 8);
+    rest = Math.floor(rest / 8);
+  }
+  block[offset + width - 1] = 0;
 }
 
 function fitsUstarString(s: string): boolean {
