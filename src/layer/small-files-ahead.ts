@@ -3,7 +3,8 @@
 // spent ~0.95 s there while the compressor's threads waited. The worker reads while the main
 // thread encodes headers, hashes the tar and hands it on.
 import { Worker } from 'node:worker_threads';
-import { changedError } from './small-file.js';
+import { log } from '../log/logger.js';
+import { changedError, readSmallFileInto } from './small-file.js';
 
 /** Below this many files the worker's start (a few ms of another thread) is not worth it. */
 export const AHEAD_MIN_FILES = 4096;
@@ -27,7 +28,11 @@ export class SmallFilesAhead {
   private inBatch = 0;
   private at = 0;
   private taken = 0;
+  /** Set once a file was read on this thread: from then on every file is, and late batches are dropped. */
+  private readingHere = false;
+  /** Why the worker stopped before delivering every file (the rest are then read on this thread). */
   private failure: Error | undefined;
+  private closed = false;
   private wake: (() => void) | undefined;
 
   constructor(private readonly files: readonly SmallFile[]) {
@@ -35,6 +40,7 @@ export class SmallFilesAhead {
     // The path names its directory: it must hold from kiln's bundle (dist/src/cli/kiln.cjs) too.
     this.worker = new Worker(new URL('../layer/small-files-worker.js', import.meta.url), { workerData: job });
     this.worker.on('message', (batch: SmallFilesBatch) => {
+      if (this.readingHere) return;
       this.ready.push(batch);
       this.poke();
     });
@@ -44,6 +50,7 @@ export class SmallFilesAhead {
 
   /** The next file's bytes, exactly `size` of them (an error for a file that changed or went away). */
   async next(): Promise<Buffer> {
+    if (this.readingHere) return this.readHere();
     while (!this.batch || this.inBatch === this.batch.found.length) {
       if (this.batch) {
         this.batch = undefined;
@@ -56,7 +63,12 @@ export class SmallFilesAhead {
         this.at = 0;
         continue;
       }
-      if (this.failure) throw this.failure;
+      if (this.closed) throw new Error('the small files of this layer are no longer read');
+      if (this.failure) {
+        log.debug(`reading a layer's small files on the main thread from file ${this.taken + 1} of ${this.files.length}: ${this.failure.message}`);
+        this.readingHere = true;
+        return this.readHere();
+      }
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
     const file = this.files[this.taken++]!;
@@ -75,7 +87,8 @@ export class SmallFilesAhead {
 
   /** Stops the worker (all read, or the layer abandoned). */
   close(): void {
-    this.fail(new Error('the small files of this layer are no longer read'));
+    this.closed = true;
+    this.poke();
     void this.worker.terminate();
   }
 
@@ -83,6 +96,16 @@ export class SmallFilesAhead {
   private fail(e: Error): void {
     this.failure ??= e;
     this.poke();
+  }
+
+  /** The worker is gone (it could not start, or died): the files it did not deliver are read here, as without it. */
+  private readHere(): Buffer {
+    if (this.closed) throw new Error('the small files of this layer are no longer read');
+    const file = this.files[this.taken++]!;
+    const buffer = Buffer.allocUnsafe(file.size + 1);
+    const found = readSmallFileInto(file.source, file.size, buffer, 0);
+    if (found !== file.size) throw changedError(file.source, file.path, file.size, found);
+    return buffer.subarray(0, file.size);
   }
 
   private poke(): void {

@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import { BlobStore } from '../../src/image/blob-store.js';
 import { MediaType } from '../../src/image/types.js';
 import { writeLayer, type LayerEntry } from '../../src/layer/layer-writer.js';
@@ -53,6 +54,22 @@ describe('SmallFilesAhead', () => {
       await assert.rejects(ahead.next(), /expected 4 bytes, found 1/);
       await assert.rejects(ahead.next(), (e: NodeJS.ErrnoException) => e.code === 'ENOENT' && /no such file/.test(e.message));
       assert.deepEqual(await ahead.next(), bytesOf(3, 4));
+    } finally {
+      ahead.close();
+    }
+  });
+
+  it('reads what the worker did not deliver itself when the worker dies', async () => {
+    // More files than the worker may read ahead (8 batches of 512) before the first is taken.
+    const files = await makeFiles('died', Array.from({ length: 6000 }, (_, i) => 1 + (i % 7)));
+    const ahead = new SmallFilesAhead(files);
+    const inside = ahead as unknown as { worker: Worker; readingHere: boolean };
+    try {
+      assert.deepEqual(await ahead.next(), bytesOf(0, files[0]!.size));
+      // What a crash of the worker looks like from here: it exits, batches stop.
+      await inside.worker.terminate();
+      for (let i = 1; i < files.length; i++) assert.deepEqual(await ahead.next(), bytesOf(i, files[i]!.size), files[i]!.path);
+      assert.equal(inside.readingHere, true, 'the last files were read on this thread');
     } finally {
       ahead.close();
     }
