@@ -11,7 +11,7 @@ import type { BlobGrowth, BlobStore } from '../image/blob-store.js';
 import { MediaType, type Descriptor } from '../image/types.js';
 import { orderEntries } from './layer-entries.js';
 import { createParallelGzip } from './parallel-gzip.js';
-import { changedError, readSmallFileInto } from './small-file.js';
+import { changedError, readSmallFile } from './small-file.js';
 import { AHEAD_MIN_FILES, SmallFilesAhead } from './small-files-ahead.js';
 import { END_OF_ARCHIVE, encodeHeader, padding, type TarHeader } from './tar-format.js';
 import { createZstdCompressor, DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL } from './zstd.js';
@@ -160,7 +160,7 @@ async function* tarPieces(entries: readonly LayerEntry[], ahead: SmallFilesAhead
     if (entry.type === 'file' && size > 0) {
       if (entry.content) add(entry.content);
       else if (ahead && readWhole(entry)) add(await ahead.next());
-      else if (size <= SMALL_FILE) add(readSmallFile(entry, size));
+      else if (size <= SMALL_FILE) add(readSmallFile(entry.source!, entry.path, size));
       else {
         yield take();
         yield* fileContent(entry, size);
@@ -176,14 +176,6 @@ async function* tarPieces(entries: readonly LayerEntry[], ahead: SmallFilesAhead
 async function contentSize(entry: LayerEntry): Promise<number> {
   if (entry.content) return entry.content.length;
   return entry.size ?? (await stat(entry.source!)).size;
-}
-
-/** A small file's bytes, which must number exactly `size` (one byte more is asked for, to see a file that grew). */
-function readSmallFile(entry: LayerEntry, size: number): Buffer {
-  const buffer = Buffer.allocUnsafe(size + 1);
-  const seen = readSmallFileInto(entry.source!, size, buffer, 0);
-  if (seen !== size) throw changedError(entry.source!, entry.path, size, seen);
-  return buffer.subarray(0, size);
 }
 
 /** The source file's bytes, which must number exactly `size`: the header announcing them is already written. */

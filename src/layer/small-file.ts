@@ -22,6 +22,14 @@ export function readSmallFileInto(path: string, size: number, into: Uint8Array, 
   return seen;
 }
 
+/** The file's bytes, which must number exactly `size` (the header announcing them is written with them). */
+export function readSmallFile(source: string, path: string, size: number): Buffer {
+  const buffer = Buffer.allocUnsafe(size + 1);
+  const seen = readSmallFileInto(source, size, buffer, 0);
+  if (seen !== size) throw changedError(source, path, size, seen);
+  return buffer.subarray(0, size);
+}
+
 /** The header announcing `size` bytes is written (or about to be): any other count is an error. */
 export function changedError(source: string, path: string, size: number, seen: number): Error {
   return new Error(`${source} (${path} in the layer) changed while being written: expected ${size} bytes, found ${seen > size ? 'more' : seen}`);

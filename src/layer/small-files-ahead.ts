@@ -4,7 +4,7 @@
 // thread encodes headers, hashes the tar and hands it on.
 import { Worker } from 'node:worker_threads';
 import { log } from '../log/logger.js';
-import { changedError, readSmallFileInto } from './small-file.js';
+import { changedError, readSmallFile } from './small-file.js';
 
 /** Below this many files the worker's start (a few ms of another thread) is not worth it. */
 export const AHEAD_MIN_FILES = 4096;
@@ -102,10 +102,7 @@ export class SmallFilesAhead {
   private readHere(): Buffer {
     if (this.closed) throw new Error('the small files of this layer are no longer read');
     const file = this.files[this.taken++]!;
-    const buffer = Buffer.allocUnsafe(file.size + 1);
-    const found = readSmallFileInto(file.source, file.size, buffer, 0);
-    if (found !== file.size) throw changedError(file.source, file.path, file.size, found);
-    return buffer.subarray(0, file.size);
+    return readSmallFile(file.source, file.path, file.size);
   }
 
   private poke(): void {
