@@ -37,7 +37,20 @@ const HOST_XATTRS = /^(trusted\.overlay\.|security\.selinux$|system\.)/;
 export interface StatFields { mode: number; uid: number; gid: number; size: number; mtimeMs: number; rdev: number; }
 
 const S_IFMT = 0o170000;
-const S_IFLNK = 0o120000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFIFO = 0o010000, S_IFCHR = 0o020000, S_IFBLK = 0o060000;
+export const S_IFLNK = 0o120000, S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFIFO = 0o010000, S_IFCHR = 0o020000, S_IFBLK = 0o060000;
+
+/**
+ * Hard links are paired in path order: the first name of a file with several links is its entry,
+ * each later one (the same `key`: its inode) an entry linking to it; undefined for the first.
+ */
+export function laterLink<K>(firstOfInode: Map<K, string>, key: K, path: string, st: { mode: number; uid: number; gid: number; mtimeMs: number }): LayerEntry | undefined {
+  const first = firstOfInode.get(key);
+  if (first === undefined) {
+    firstOfInode.set(key, path);
+    return undefined;
+  }
+  return { path, type: 'hardlink', linkname: first, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: new Date(st.mtimeMs) };
+}
 
 /**
  * A layer entry for what is at `abs` now (a file's content is read later, from `abs`). `hasXattrs`

@@ -9,6 +9,8 @@ import { Worker } from 'node:worker_threads';
 
 /** Numbers kept per path, flattened: S_IFMT bits, permission bits, uid, gid, size, mtime and ctime (ms), inode, links. */
 export const FIELDS = 9;
+/** Where each of those sits among a path's FIELDS numbers. */
+export const KIND = 0, MODE = 1, UID = 2, GID = 3, SIZE = 4, MTIME = 5, CTIME = 6, INO = 7, NLINK = 8;
 
 export interface WalkResult {
   paths: string[];

@@ -9,9 +9,8 @@ import { getAttributeSync } from 'fs-xattr';
 import { join } from 'node:path';
 import { log } from '../log/logger.js';
 import { DETAIL_FIELDS, nativeScan, RDEV_FIELD, scanOrWalk, XATTRS_FIELD, type WalkEntries } from './native-scan.js';
-import { entryFromDisk, type Snapshot, type StatFields } from './snapshot.js';
-
-const S_IFDIR = 0o040000, S_IFREG = 0o100000, S_IFCHR = 0o020000;
+import { entryFromDisk, laterLink, S_IFCHR, S_IFDIR, S_IFREG, type Snapshot, type StatFields } from './snapshot.js';
+import { GID, INO, KIND, MODE, MTIME, NLINK, SIZE, UID } from './tree-walk.js';
 
 export function snapshotUpperDir(upper: string): Promise<Snapshot> {
   return scanOrWalk(async (binary) => fromScan(upper, await nativeScan(upper, [], { binary, details: true })), () => walkUpperDir(upper));
@@ -40,11 +39,9 @@ function fromScan(upper: string, scan: WalkEntries): Snapshot {
     const at = i * DETAIL_FIELDS;
     const path = paths[i]!;
     const abs = `${upper}/${path}`;
-    const kind = n[at]!;
-    const st: StatFields = { mode: kind | n[at + 1]!, uid: n[at + 2]!, gid: n[at + 3]!, size: n[at + 4]!, mtimeMs: n[at + 5]!, rdev: n[at + RDEV_FIELD]! };
+    const kind = n[at + KIND]!;
+    const st: StatFields = { mode: kind | n[at + MODE]!, uid: n[at + UID]!, gid: n[at + GID]!, size: n[at + SIZE]!, mtimeMs: n[at + MTIME]!, rdev: n[at + RDEV_FIELD]! };
     const hasXattrs = n[at + XATTRS_FIELD] === 1;
-    const ino = n[at + 7]!;
-    const links = n[at + 8]!;
     if (kind === S_IFCHR && st.rdev === 0) {
       snapshot.whiteouts.push(path);
       continue;
@@ -54,14 +51,11 @@ function fromScan(upper: string, scan: WalkEntries): Snapshot {
       if (hasXattrs && isOpaque(abs)) snapshot.opaque.push(path);
       continue;
     }
-    if (kind === S_IFREG && links > 1) {
-      // One file system: the inode number alone names the file.
-      const first = firstOfInode.get(ino);
-      if (first !== undefined) {
-        snapshot.entries.push({ path, type: 'hardlink', linkname: first, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: new Date(st.mtimeMs) });
-        continue;
-      }
-      firstOfInode.set(ino, path);
+    // One file system: the inode number alone names the file.
+    const link = kind === S_IFREG && n[at + NLINK]! > 1 ? laterLink(firstOfInode, n[at + INO]!, path, st) : undefined;
+    if (link) {
+      snapshot.entries.push(link);
+      continue;
     }
     snapshot.entries.push(entryFromDisk(abs, path, st, hasXattrs));
   }
@@ -87,14 +81,10 @@ export function walkUpperDir(upper: string): Snapshot {
         walk(abs, path);
         continue;
       }
-      if (st.isFile() && st.nlink > 1) {
-        const key = `${st.dev}:${st.ino}`;
-        const first = firstOfInode.get(key);
-        if (first !== undefined) {
-          snapshot.entries.push({ path, type: 'hardlink', linkname: first, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime });
-          continue;
-        }
-        firstOfInode.set(key, path);
+      const link = st.isFile() && st.nlink > 1 ? laterLink(firstOfInode, `${st.dev}:${st.ino}`, path, st) : undefined;
+      if (link) {
+        snapshot.entries.push(link);
+        continue;
       }
       snapshot.entries.push(entryFromDisk(abs, path, st));
     }

@@ -5,16 +5,13 @@ import { lstatSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { log } from '../log/logger.js';
 import { EntriesBuilder, hashBytes, nativeScan, scanOrWalk, type WalkEntries } from './native-scan.js';
-import { entryFromDisk, type Snapshot } from './snapshot.js';
-import { FIELDS, walkTree, type WalkResult } from './tree-walk.js';
+import { entryFromDisk, laterLink, S_IFDIR, S_IFREG, type Snapshot } from './snapshot.js';
+import { CTIME, FIELDS, GID, INO, KIND, MODE, MTIME, NLINK, SIZE, UID, walkTree, type WalkResult } from './tree-walk.js';
 
 /** kaniko's --snapshot-mode: which metadata says "changed" (kiln adds ctime in full mode). */
 export type SnapshotMode = 'full' | 'redo' | 'time';
 
 /** Where each field of a path sits among its FIELDS numbers (see tree-walk.ts). */
-const KIND = 0, MODE = 1, UID = 2, GID = 3, SIZE = 4, MTIME = 5, CTIME = 6, INO = 7, NLINK = 8;
-const DIRECTORY = 0o040000;
-const REGULAR = 0o100000;
 
 /**
  * lstat results of a tree: flat arrays and a hash table over the paths' bytes, not an object, a
@@ -189,13 +186,12 @@ export function diffTrees(
     const abs = join(root, path);
     const slot = after.slot(path);
     const at = (f: number): number => after.fieldAt(slot, f);
-    if (at(KIND) === REGULAR && at(NLINK) > 1) {
-      const first = firstOfInode.get(at(INO));
-      if (first !== undefined) {
-        snapshot.entries.push({ path, type: 'hardlink', linkname: first, mode: at(MODE), uid: at(UID), gid: at(GID), mtime: new Date(at(MTIME)) });
+    if (at(KIND) === S_IFREG && at(NLINK) > 1) {
+      const link = laterLink(firstOfInode, at(INO), path, { mode: at(MODE), uid: at(UID), gid: at(GID), mtimeMs: at(MTIME) });
+      if (link) {
+        snapshot.entries.push(link);
         continue;
       }
-      firstOfInode.set(at(INO), path);
     }
     let st: Stats;
     try {
@@ -212,7 +208,7 @@ export function diffTrees(
     const slash = path.lastIndexOf('/');
     const parent = slash < 0 ? '' : path.slice(0, slash);
     if (parent !== '') {
-      if (after.field(parent, KIND) !== DIRECTORY || before.field(parent, KIND) !== DIRECTORY) continue;
+      if (after.field(parent, KIND) !== S_IFDIR || before.field(parent, KIND) !== S_IFDIR) continue;
     }
     snapshot.whiteouts.push(path);
   }
