@@ -4,9 +4,9 @@
 // "/" itself and kiln's own files and the container's mounts are left out (the ignore list).
 import { lstat, mkdir, rmdir, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
+import type { LayerListing } from '../cache/layer-listing.js';
 import { extractLayer } from './extract-layer.js';
-import { extractInWorker, WORKER_MIN_BYTES } from './extract-in-worker.js';
+import { extractListed } from './extract-in-worker.js';
 import { LayersAhead, type AheadLayer, type Growing } from './layers-ahead.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { isIgnored } from '../snapshot/tree-walk.js';
@@ -63,18 +63,10 @@ export class DirectoryRoot implements BuildRoot {
     const { path: root, extractRetries } = this.options;
     const ignored = this.ignored();
     log.debug(`Applying layer ${layer.digest} to ${root} for the stage's first RUN${growing ? ', as it downloads' : ''}`);
-    if (growing) {
-      return extractInWorker({ path: layer.path!, digest: layer.digest, growing, root, whiteouts: 'apply', layerName: layer.digest, ignored });
-    }
+    if (growing) return extractListed(layer, root, { whiteouts: 'apply', size, growing, ignored });
     let listing: LayerListing | undefined;
     await withExtractRetries(extractRetries, layer.digest, async () => {
-      if (layer.path && size >= WORKER_MIN_BYTES) {
-        listing = await extractInWorker({ path: layer.path, digest: layer.digest, root, whiteouts: 'apply', layerName: layer.digest, ignored });
-        return;
-      }
-      const list = new ListingCollector();
-      await extractLayer(await layer.open(), root, { whiteouts: 'apply', layerName: layer.digest, list, ignore: (p) => isIgnored(p, ignored) });
-      listing = list.listing;
+      listing = await extractListed(layer, root, { whiteouts: 'apply', size, ignored });
     });
     return listing;
   }

@@ -1,9 +1,11 @@
 // Layer extraction on a worker thread, for layers that are files in a blob store: a base layer can
 // then be unpacked for RUN while the next one downloads and the stage's listing is read.
 import { Worker } from 'node:worker_threads';
-import type { LayerListing } from '../cache/layer-listing.js';
+import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
 import { log } from '../log/logger.js';
-import { UnsafeLayerError, type ExtractStats } from './extract-layer.js';
+import { isIgnored } from '../snapshot/tree-walk.js';
+import type { LayerSource } from './build-root.js';
+import { extractLayer, UnsafeLayerError, type ExtractStats } from './extract-layer.js';
 
 /**
  * Blobs smaller than this are unpacked on the main thread: a worker costs ~100 ms of CPU to start
@@ -27,6 +29,26 @@ export interface ExtractJob {
 export type ExtractReply =
   | { stats: ExtractStats; listing: LayerListing; warnings: string[] }
   | { error: string; unsafe: boolean; warnings: string[] };
+
+/**
+ * Extracts a layer into `root` and resolves with its listing, read in the same pass: a growing blob
+ * or a blob file of WORKER_MIN_BYTES or more on a worker thread, anything else here. A layer that is
+ * not a blob file (no path) is extracted here and not listed.
+ */
+export async function extractListed(
+  layer: LayerSource, root: string,
+  options: { whiteouts: ExtractJob['whiteouts']; size: number; growing?: ExtractJob['growing']; ignored?: string[] },
+): Promise<LayerListing | undefined> {
+  const { whiteouts, growing, ignored } = options;
+  if (growing || (layer.path && options.size >= WORKER_MIN_BYTES)) {
+    return extractInWorker({ path: layer.path!, digest: layer.digest, root, whiteouts, layerName: layer.digest, ...(growing ? { growing } : {}), ...(ignored ? { ignored } : {}) });
+  }
+  const list = layer.path ? new ListingCollector() : undefined;
+  await extractLayer(await layer.open(), root, {
+    whiteouts, layerName: layer.digest, ...(list ? { list } : {}), ...(ignored ? { ignore: (p: string) => isIgnored(p, ignored) } : {}),
+  });
+  return list?.listing;
+}
 
 /** Extracts the layer; resolves with its listing, read in the same pass. */
 export function extractInWorker(job: ExtractJob): Promise<LayerListing> {

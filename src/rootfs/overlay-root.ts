@@ -5,10 +5,9 @@
 import { chmod, chown, mkdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { availableParallelism } from 'node:os';
-import { ListingCollector, type LayerListing } from '../cache/layer-listing.js';
+import type { LayerListing } from '../cache/layer-listing.js';
 import { OncePerKey } from '../util/once-per-key.js';
-import { extractLayer } from './extract-layer.js';
-import { extractInWorker, WORKER_MIN_BYTES, type ExtractJob } from './extract-in-worker.js';
+import { extractListed, WORKER_MIN_BYTES, type ExtractJob } from './extract-in-worker.js';
 import { withExtractRetries } from './extract-retries.js';
 import { runStepProcess, type StepProcess } from '../isolation/step-process.js';
 import { snapshotUpperDir } from '../snapshot/upper-snapshot.js';
@@ -81,13 +80,8 @@ export class LayerDirectories {
       await mkdir(abs, { recursive: true });
       try {
         // A large blob file is unpacked on a worker thread: the main thread goes on downloading and building.
-        if (growing || (layer.path && (await stat(layer.path)).size >= WORKER_MIN_BYTES)) {
-          listing = await extractInWorker({ path: layer.path!, digest: layer.digest, root: abs, whiteouts: 'overlay', layerName: layer.digest, ...(growing ? { growing } : {}) });
-        } else {
-          const list = layer.path ? new ListingCollector() : undefined;
-          await extractLayer(await layer.open(), abs, { whiteouts: 'overlay', layerName: layer.digest, ...(list ? { list } : {}) });
-          listing = list?.listing;
-        }
+        const size = !growing && layer.path ? (await stat(layer.path)).size : 0;
+        listing = await extractListed(layer, abs, { whiteouts: 'overlay', size, ...(growing ? { growing } : {}) });
       } catch (e) {
         await rm(abs, { recursive: true, force: true });
         throw e;
