@@ -5,6 +5,7 @@
 // ../rootfs/extract-worker.js) lead where they lead from their own directories.
 import { build } from 'esbuild';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeCodeCache } from './code-cache.mjs';
@@ -24,7 +25,12 @@ const xattrFromItsPackage = {
     builder.onLoad({ filter: /[\\/]node_modules[\\/]fs-xattr[\\/]index\.js$/ }, ({ path }) => {
       const source = readFileSync(path, 'utf8');
       if (!source.includes('import.meta.url')) throw new Error(`fs-xattr no longer finds its addon through import.meta.url (${path}): see scripts/bundle.mjs`);
-      return { contents: source.replaceAll('import.meta.url', "require('node:url').pathToFileURL(require('node:module').createRequire(__filename).resolve('fs-xattr')).href"), loader: 'js' };
+      // The addon is also opened on first use rather than as the bundle loads (~3 ms of every run,
+      // most of which never touch an xattr before their first request).
+      const eager = "const addon = createRequire(import.meta.url)('./build/Release/xattr')";
+      if (!source.includes(eager)) throw new Error(`fs-xattr no longer loads its addon as expected (${path}): see scripts/bundle.mjs`);
+      const lazy = "let opened; const addon = new Proxy({}, { get: (_, key) => (opened ??= createRequire(import.meta.url)('./build/Release/xattr'))[key] })";
+      return { contents: source.replace(eager, lazy).replaceAll('import.meta.url', "require('node:url').pathToFileURL(require('node:module').createRequire(__filename).resolve('fs-xattr')).href"), loader: 'js' };
     });
   },
 };
@@ -47,6 +53,29 @@ const undiciWithoutHttp2 = {
   },
 };
 
+/**
+ * Built-in modules that most runs never use before their first request, or at all (a build that
+ * only pulls and pushes spawns nothing, starts no worker, and compresses nothing): each is required
+ * on first use of one of its exports instead of as the bundle loads (~4 ms of every start-up
+ * together). Their export names are the ones this Node.js has, which is the one that runs the bundle.
+ */
+const LAZY_BUILTINS = ['node:child_process', 'node:worker_threads', 'node:zlib'];
+const lazyBuiltins = {
+  name: 'lazy-builtins',
+  setup(builder) {
+    const require = createRequire(import.meta.url);
+    builder.onResolve({ filter: /^node:/ }, ({ path, namespace }) => {
+      if (!LAZY_BUILTINS.includes(path)) return undefined;
+      // The stand-in's own require of the module is the real one.
+      return namespace === 'lazy-builtin' ? { path, external: true } : { path, namespace: 'lazy-builtin' };
+    });
+    builder.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, ({ path }) => {
+      const getters = Object.keys(require(path)).map((key) => `Object.defineProperty(exports, ${JSON.stringify(key)}, { enumerable: true, get: () => load()[${JSON.stringify(key)}] });`);
+      return { contents: [`let loaded; const load = () => (loaded ??= require(${JSON.stringify(path)}));`, ...getters].join('\n'), loader: 'js' };
+    });
+  },
+};
+
 const bundled = await build({
   entryPoints: [join(root, 'dist', 'src', 'cli', 'main.js')],
   outfile,
@@ -58,7 +87,7 @@ const bundled = await build({
   logLevel: 'warning',
   // zstd-napi, a native addon loaded on first use, stays in node_modules.
   external: ['zstd-napi'],
-  plugins: [xattrFromItsPackage, undiciWithoutHttp2],
+  plugins: [xattrFromItsPackage, undiciWithoutHttp2, lazyBuiltins],
   // Each module's import.meta.url becomes the bundle's own (see above).
   define: { 'import.meta.url': '__kilnBundleUrl' },
   banner: { js: "const __kilnBundleUrl = require('node:url').pathToFileURL(__filename).href;" },

@@ -32,6 +32,24 @@ describe("kiln's bundle", () => {
     assert.equal(cache, 'used');
   });
 
+  it('loads child_process, worker_threads and zlib on first use only: a build that needs none never loads them', async () => {
+    const ctx = join(dir, 'metadata-only');
+    await mkdir(ctx);
+    await writeFile(join(ctx, 'Dockerfile'), 'FROM scratch\nENV A=1\nLABEL b=c\n');
+    const preload = join(dir, 'loaded-at-exit.cjs');
+    await writeFile(preload, "process.on('exit', () => require('fs').writeFileSync(process.env.KILN_TEST_LOADED, process.moduleLoadList.join('\\n')));\n");
+    const loaded = async (name: string, args: string[]): Promise<string[]> => {
+      const out = join(dir, `loaded-${name}.txt`);
+      await mustRun(process.execPath, ['--require', preload, join(bundleOnly, 'src', 'cli', 'start.cjs'), ...args], { env: { ...process.env, NODE_OPTIONS: '', KILN_TEST_LOADED: out } });
+      return (await readFile(out, 'utf8')).split('\n').filter((m) => /^NativeModule (child_process|worker_threads|zlib)$/.test(m));
+    };
+    assert.deepEqual(await loaded('metadata', ['executor', '-c', ctx, '--no-push', '-d', 'kiln.invalid/lazy:1', '--tar-path', join(dir, 'lazy.tar')]), []);
+    // A layer is gzipped: zlib is there when its first export is used.
+    await writeFile(join(ctx, 'a.txt'), 'a\n');
+    await writeFile(join(ctx, 'Dockerfile'), 'FROM scratch\nCOPY a.txt /a.txt\n');
+    assert.ok((await loaded('copy', ['executor', '-c', ctx, '--no-push', '-d', 'kiln.invalid/lazy:2', '--tar-path', join(dir, 'lazy2.tar')])).includes('NativeModule zlib'));
+  });
+
   it('builds without the module tree, the same image as the module tree builds', async () => {
     const ctx = join(dir, 'ctx');
     await mkdir(ctx);
