@@ -11,7 +11,7 @@ import type { Descriptor, Platform } from '../image/types.js';
 import { log } from '../log/logger.js';
 import { InvalidReferenceError, parseReference, referenceString, type RepositoryLocation } from '../reference/reference.js';
 import { RegistryError } from '../registry/types.js';
-import { choosePlatform, fetchLayers, pullImage, type PulledImage } from '../remote/pull-image.js';
+import { choosePlatform, fetchLayers, pullImage, type LayersKnown, type PulledImage } from '../remote/pull-image.js';
 import type { EarlyUploads } from '../remote/push-image.js';
 import type { RegistrySession } from '../remote/session.js';
 import { applyWhileDownloading, storedLayer, unpackWhileDownloading } from '../rootfs/build-root.js';
@@ -25,10 +25,10 @@ import type { StageEnvironment, StageImage } from './stage-environment.js';
 import { stagePlatform } from './stage-graph.js';
 
 /** How base images (FROM, COPY --from) are pulled: platform, mirrors and retries from the flags. */
-function pullOptions(options: BuildOptions): Parameters<typeof pullImage>[2] {
+function pullOptions(options: BuildOptions, layersKnown?: LayersKnown): Parameters<typeof pullImage>[2] {
   return {
     platform: options.platform, maps: options.registryMaps,
-    skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry,
+    skipDefaultFallback: options.skipDefaultRegistryFallback, retries: options.registry.imageDownloadRetry, layersKnown,
   };
 }
 
@@ -37,9 +37,9 @@ function pullOptions(options: BuildOptions): Parameters<typeof pullImage>[2] {
  * registry. A tag is resolved by the registry first (one HEAD), as kaniko does, so a moved tag is
  * never served stale; when the registry cannot be reached, the digest the warmer recorded is used.
  */
-export async function pullBase(name: string, store: BlobStore, options: BuildOptions, session: RegistrySession): Promise<PulledImage> {
+export async function pullBase(name: string, store: BlobStore, options: BuildOptions, session: RegistrySession, layersKnown?: LayersKnown): Promise<PulledImage> {
   const { dir, ttlMs } = options.baseImageCache;
-  if (!existsSync(join(dir, 'index.json'))) return pullImage(name, session, pullOptions(options));
+  if (!existsSync(join(dir, 'index.json'))) return pullImage(name, session, pullOptions(options, layersKnown));
   const cache = new BaseImageCache(dir, ttlMs);
   const ref = parseReference(name);
   let digest = ref.digest;
@@ -54,7 +54,7 @@ export async function pullBase(name: string, store: BlobStore, options: BuildOpt
   const cached = digest ? await cache.image(digest, (index) => choosePlatform(index, options.platform, `${ref.registry}/${ref.repository}`)).catch(() => undefined) : undefined;
   if (!cached) {
     log.info(`No cached image for ${name} in ${dir}${digest ? ` (${digest})` : ''}; pulling it`);
-    return pullImage(name, session, pullOptions(options));
+    return pullImage(name, session, pullOptions(options, layersKnown));
   }
   log.info(`Found ${name} (${cached.manifestDigest}) in the base-image cache ${dir}`);
   store.readFrom(cache.blobs);
@@ -71,10 +71,11 @@ export class BasePulls {
 
   constructor(private readonly store: BlobStore, private readonly options: BuildOptions, private readonly session: RegistrySession) {}
 
-  start(name: string, platform: Platform): void {
+  /** `layersKnown`: told the layers once the manifest is read from a registry (not when the warmer's cache has the image). */
+  start(name: string, platform: Platform, layersKnown?: LayersKnown): void {
     const key = `${name} ${platformString(platform)}`;
     if (this.pending.has(key)) return;
-    const pull = pullBase(name, this.store, { ...this.options, platform }, this.session);
+    const pull = pullBase(name, this.store, { ...this.options, platform }, this.session, layersKnown);
     pull.catch(() => undefined); // handled by take()
     this.pending.set(key, pull);
   }
@@ -120,7 +121,7 @@ export async function registryBase(
       for (const layer of pulled.layers) {
         // Layers already in the store: the warmer's cache, or an earlier stage's download.
         if (await env.store.has(layer.digest)) stored?.(layer);
-        else if (!touchesFiles) early.offer(layer, () => session.client(pulled.source.registry, pulled.source.repository, 'pull').getBlob(layer.digest), blobSources);
+        else if (!touchesFiles) relayLayers(early, session, [layer], blobSources[0]!);
       }
     }
     const cache = env.cache?.layers;
@@ -148,8 +149,17 @@ export async function registryBase(
 
 /** Whether the stage changes the base's files (ONBUILD triggers may). */
 function writesFiles(stage: Stage, pulled: PulledImage): boolean {
-  return stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run')
-    || (pulled.config.config.OnBuild ?? []).length > 0;
+  return instructionsWriteFiles(stage) || (pulled.config.config.OnBuild ?? []).length > 0;
+}
+
+/** Whether the stage's own instructions write files (its base's ONBUILD triggers aside). */
+export function instructionsWriteFiles(stage: Stage): boolean {
+  return stage.instructions.some((i) => i.kind === 'copy' || i.kind === 'add' || i.kind === 'workdir' || i.kind === 'run');
+}
+
+/** Each layer streams from `source` to the destinations (EarlyUploads), never stored here. */
+export function relayLayers(early: EarlyUploads, session: RegistrySession, layers: readonly Descriptor[], source: RepositoryLocation): void {
+  for (const layer of layers) early.offer(layer, () => session.client(source.registry, source.repository, 'pull').getBlob(layer.digest), [source]);
 }
 
 /** Downloads a base's layers into the store, listing each as it arrives; layers listed by an earlier stage are not read again. */

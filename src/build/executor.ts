@@ -9,7 +9,7 @@ import { targetStageIndex, toStages, type DockerfileModel, type Stage } from '..
 import { toInstruction } from '../dockerfile/instructions.js';
 import { BlobStore, DigestMismatchError } from '../image/blob-store.js';
 import { assembleImage, type BuiltImage } from '../image/image.js';
-import type { ImageConfig, Platform } from '../image/types.js';
+import type { Descriptor, ImageConfig, Platform } from '../image/types.js';
 import { platformString } from '../image/platform.js';
 import { log } from '../log/logger.js';
 import { BuildError } from './errors.js';
@@ -28,7 +28,7 @@ import { fetchLayers } from '../remote/pull-image.js';
 import type { EarlyUploads } from '../remote/push-image.js';
 import type { CacheLocation } from '../cache/layer-cache.js';
 import { createLayerCache, dockerfileId, type BuildCache } from './step-cache.js';
-import { BasePulls, pullBase, registryBase } from './base-image.js';
+import { BasePulls, instructionsWriteFiles, pullBase, registryBase, relayLayers } from './base-image.js';
 import {
   baseIndex, expandFrom, globalArgValues, namesRegistryImage, PREDEFINED_ARGS, safeExpand, sourceDateEpoch, stageNamed, stagePlatform, stagesNeededBy,
 } from './stage-graph.js';
@@ -68,11 +68,17 @@ export async function buildImage(options: BuildOptions, session: RegistrySession
   // The base images' manifests are the first link of a short build's critical path: they are asked
   // for before anything else starts, the push-permission check included.
   const bases = new BasePulls(store, options, session);
+  // A build of one stage that writes no files pushes its base's layers unchanged, streamed from the
+  // source registry: they start as soon as the manifest names them, not after the config and the
+  // push-permission check (the config can still hold ONBUILD triggers that write files; the layers
+  // are then also downloaded, the one case where they are fetched twice).
+  const relayAhead = early && stages.length === 1 && !instructionsWriteFiles(stages[0]!)
+    ? (layers: readonly Descriptor[], source: RepositoryLocation) => relayLayers(early, session, layers, source) : undefined;
   for (const stage of stages) {
     const name = safeExpand(new ShellLex(escapeToken), stage.from.image, (k) => globalArgs.get(k));
     if (name && namesRegistryImage(model, stage, name)) {
       try {
-        bases.start(name, stagePlatform(stage, scope, options));
+        bases.start(name, stagePlatform(stage, scope, options), relayAhead);
       } catch {
         // a bad FROM --platform: the stage reports it when it starts
       }

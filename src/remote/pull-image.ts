@@ -28,7 +28,11 @@ export interface PullOptions {
   maps: RegistryMaps;
   skipDefaultFallback: boolean;
   retries: number;
+  /** Told the image's layers and where they are as soon as its manifest is read, before its config is fetched. */
+  layersKnown?: LayersKnown;
 }
+
+export type LayersKnown = (layers: readonly Descriptor[], source: RepositoryLocation) => void;
 
 const MAX_CONFIG_BYTES = 16 << 20;
 
@@ -39,7 +43,7 @@ export async function pullImage(name: string, session: RegistrySession, options:
   let lastError: unknown;
   for (const source of sources) {
     try {
-      return await withRetries(options.retries, () => pullFrom(ref, source, session, options.platform));
+      return await withRetries(options.retries, () => pullFrom(ref, source, session, options.platform, options.layersKnown));
     } catch (e) {
       lastError = e;
       if (source.mapped) log.warn(`Failed to retrieve image ${name} from mapped registry ${source.registry}: ${(e as Error).message}. Trying the next registry.`);
@@ -51,7 +55,7 @@ export async function pullImage(name: string, session: RegistrySession, options:
   throw lastError;
 }
 
-async function pullFrom(ref: ImageReference, source: PullSource, session: RegistrySession, platform: Platform): Promise<PulledImage> {
+async function pullFrom(ref: ImageReference, source: PullSource, session: RegistrySession, platform: Platform, layersKnown?: LayersKnown): Promise<PulledImage> {
   const client = session.client(source.registry, source.repository, 'pull');
   let fetched = await client.getManifest(ref.digest ?? ref.tag ?? 'latest');
   if (ref.digest && fetched.digest !== ref.digest) {
@@ -67,6 +71,7 @@ async function pullFrom(ref: ImageReference, source: PullSource, session: Regist
     throw new RegistryError(`${source.registry}/${source.repository}: unsupported manifest type ${fetched.mediaType} (kiln reads OCI and Docker v2 schema 2 images)`, source.registry);
   }
   if (manifest.config.size > MAX_CONFIG_BYTES) throw new RegistryError(`image config of ${ref.repository} is ${manifest.config.size} bytes, over kiln's limit`, source.registry);
+  layersKnown?.(manifest.layers, { registry: source.registry, repository: source.repository });
   const configText = await readAll(await client.getBlob(manifest.config.digest));
   const config = JSON.parse(configText) as ImageConfig;
   config.config ??= {};

@@ -1,13 +1,14 @@
 // A reverse proxy on 127.0.0.1 that breaks a fixed share of the requests passing through it, to
 // test kiln's retries and that a failed push never leaves a tag pointing at a missing blob.
-// Faults are deterministic (every Nth request), so a failing run can be reproduced.
+// Faults are deterministic (every Nth request), so a failing run can be reproduced. It can also hold
+// some requests back until another arrives, to show that kiln does not wait for their answers.
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 
 export interface FaultProxy {
   host: string;
   /** Requests seen, and how each was answered. */
-  log: { method: string; url: string; fault?: 'status-503' | 'reset' | 'refused-manifest' }[];
+  log: { method: string; url: string; fault?: 'status-503' | 'reset' | 'refused-manifest'; held?: 'until-seen' | 'timed-out' }[];
   stop(): Promise<void>;
 }
 
@@ -16,6 +17,8 @@ export interface FaultPlan {
   every: number;
   /** Answer every manifest PUT with 500 (a push that can never finish). */
   refuseManifestPuts?: boolean;
+  /** Hold requests whose URL matches `held` until one matching `until` arrives, or `timeoutMs` passes (the log says which). */
+  hold?: { held: RegExp; until: RegExp; timeoutMs: number };
 }
 
 export async function startFaultProxy(upstream: string, plan: FaultPlan): Promise<FaultProxy> {
@@ -23,9 +26,18 @@ export async function startFaultProxy(upstream: string, plan: FaultPlan): Promis
   const sockets = new Set<Socket>();
   let count = 0;
   let faults = 0;
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  let seen: () => void;
+  const awaited = new Promise<void>((resolve) => { seen = resolve; });
+  const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     const entry: FaultProxy['log'][number] = { method: req.method ?? 'GET', url: req.url ?? '/' };
     log.push(entry);
+    if (plan.hold?.until.test(entry.url)) seen();
+    if (plan.hold?.held.test(entry.url)) {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<'timed-out'>((resolve) => { timer = setTimeout(() => resolve('timed-out'), plan.hold!.timeoutMs); });
+      entry.held = await Promise.race([awaited.then(() => 'until-seen' as const), timedOut]);
+      clearTimeout(timer);
+    }
     count++;
     if (plan.refuseManifestPuts && req.method === 'PUT' && /\/manifests\//.test(req.url ?? '')) {
       entry.fault = 'refused-manifest';

@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { kiln, mustRun, runCommand } from '../helpers/exec.js';
 import { pushBusyboxImage, } from '../helpers/base-images.js';
 import { startRegistry, type RegistryMode, type TestRegistry } from '../helpers/registry.js';
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
 
 let dir: string;
 before(async () => { dir = await mkdtemp(join(tmpdir(), 'kiln-registry-build-')); });
@@ -185,6 +186,54 @@ describe('uploads during the build', () => {
       // The push found the base layer already sent by the early upload, which read it from the source.
       assert.match(r.stderr, new RegExp(`blob ${base}: uploaded to [^ ]+/apps/promoted while the image was built`));
       assert.match(r.stderr, new RegExp(`blob ${base}: uploaded while the image was built`));
+    } finally {
+      await Promise.all([source.stop(), target.stop()]);
+    }
+  });
+
+  it('starts streaming that base once its manifest is read, before its config arrives', async () => {
+    const [source, target] = await Promise.all([startRegistry('http'), startRegistry('http')]);
+    let proxy: FaultProxy | undefined;
+    try {
+      await pushBusyboxImage(source, 'base/busybox', 'latest', 'oci');
+      const manifest = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', ...source.skopeoArgs('inspect'), `docker://${source.host}/base/busybox:latest`])) as { config: { digest: string }; layers: { digest: string }[] };
+      const [layer] = manifest.layers.map((l) => l.digest);
+      // The config's answer waits until the layer is asked for (10 s at most): a build that waited
+      // for the config before streaming the layer would be held for the whole 10 s.
+      proxy = await startFaultProxy(source.host, { every: 0, hold: { held: new RegExp(`/blobs/${manifest.config.digest}$`), until: new RegExp(`/blobs/${layer}$`), timeoutMs: 10_000 } });
+      const ctx = await writeContext('relay-ahead', `FROM ${proxy.host}/base/busybox\nENV PROMOTED=1\n`);
+      const r = await kiln(['executor', '-c', ctx, '-d', `${target.host}/apps/relayed:1`, '-v', 'debug']);
+      assert.equal(r.code, 0, r.stderr);
+      const config = proxy.log.find((e) => e.url.endsWith(`/blobs/${manifest.config.digest}`));
+      assert.equal(config?.held, 'until-seen', proxy.log.map((e) => `${e.method} ${e.url} ${e.held ?? ''}`).join('\n'));
+      assert.match(r.stderr, new RegExp(`blob ${layer}: uploaded to [^ ]+/apps/relayed while the image was built`));
+      const pushed = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', ...target.skopeoArgs('inspect'), `docker://${target.host}/apps/relayed:1`])) as { layers: { digest: string }[] };
+      assert.deepEqual(pushed.layers.map((l) => l.digest), [layer]);
+    } finally {
+      await Promise.all([source.stop(), target.stop(), proxy?.stop()]);
+    }
+  });
+
+  it('runs the ONBUILD trigger of a base whose layers already went ahead, and pushes them with its layer', async () => {
+    const [source, target] = await Promise.all([startRegistry('http'), startRegistry('http')]);
+    try {
+      await pushBusyboxImage(source, 'base/busybox', 'latest', 'oci');
+      const baseCtx = await writeContext('onbuild-base', `FROM ${source.host}/base/busybox\nONBUILD COPY hello.txt /from-trigger.txt\n`);
+      const built = await kiln(['executor', '-c', baseCtx, '-d', `${source.host}/base/onbuild:1`]);
+      assert.equal(built.code, 0, built.stderr);
+      const base = JSON.parse(await mustRun('skopeo', ['inspect', '--raw', ...source.skopeoArgs('inspect'), `docker://${source.host}/base/onbuild:1`])) as { layers: { digest: string }[] };
+      // Only ENV of its own: the base's layers go ahead before its config shows the trigger, which writes a file.
+      const ctx = await writeContext('onbuild-child', `FROM ${source.host}/base/onbuild:1\nENV CHILD=1\n`);
+      const r = await kiln(['executor', '-c', ctx, '-d', `${target.host}/apps/onbuild-child:1`, '-v', 'debug']);
+      assert.equal(r.code, 0, r.stderr);
+      const layout = join(dir, 'onbuild-child', 'layout');
+      await mustRun('skopeo', ['copy', ...target.skopeoArgs('src'), `docker://${target.host}/apps/onbuild-child:1`, `oci:${layout}:1`]);
+      const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8')) as { manifests: { digest: string }[] };
+      const manifest = JSON.parse(await readFile(join(layout, 'blobs', ...index.manifests[0]!.digest.split(':')), 'utf8')) as { layers: { digest: string }[] };
+      assert.deepEqual(manifest.layers.slice(0, -1).map((l) => l.digest), base.layers.map((l) => l.digest));
+      const trigger = manifest.layers.at(-1)!.digest;
+      const listing = await mustRun('tar', ['-tzf', join(layout, 'blobs', ...trigger.split(':'))]);
+      assert.deepEqual(listing.trim().split('\n'), ['from-trigger.txt']);
     } finally {
       await Promise.all([source.stop(), target.stop()]);
     }
