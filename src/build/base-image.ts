@@ -100,7 +100,9 @@ type LayerStored = (layer: Descriptor) => void;
  * For the target stage (`early`), each base layer starts uploading to the destinations as soon as it
  * is in the blob store, while the others still download. A stage that writes no files at all never
  * downloads its base: its layers stream from the source registry to the destinations at once, while
- * the stage builds, rather than at push time. No layer is downloaded twice either way.
+ * the stage builds, rather than at push time. No layer is downloaded twice either way, but for one case:
+ * a one-stage build relays its base's layers as soon as the manifest names them (executor.ts), and a
+ * config with ONBUILD triggers that write files then has them downloaded here as well.
  */
 export async function registryBase(
   baseName: string, stage: Stage, env: StageEnvironment, options: BuildOptions, session: RegistrySession,
